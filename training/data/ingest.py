@@ -1,0 +1,366 @@
+"""Validate raw interactions, normalise ids and write the canonical parquet tables.
+
+Usage::
+
+    irec ingest --config configs/ml-100k.yaml     # or: --format sasrec --path Video.txt
+
+Writes ``events.parquet``, ``items.parquet``, ``users.parquet`` and ``manifest.json`` (counts,
+flags, the dataset fingerprint) into the feature repository's ``data/`` folder. The
+fingerprint is a sha256 over the canonical table contents. Re-running over the same input
+(same file bytes, same options) with intact outputs is a no-op that reports the same
+fingerprint; files are replaced atomically and the manifest is written last, so an
+interrupted run never leaves a manifest describing other files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from irec.config import IngestConfig
+from training.data import movielens
+from training.data.readers import read_generic, read_movielens_100k, read_sasrec
+from training.data.schema import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    USER_PROFILE_FIELDS,
+    IngestError,
+    RawDataset,
+    RawTable,
+    first_bad,
+    ordered_ids,
+)
+
+INGEST_VERSION = 1
+TABLES = ("events", "items", "users")
+
+
+@dataclass
+class IngestResult:
+    manifest: dict
+    out_dir: Path
+    skipped: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+
+def ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None] = print) -> IngestResult:
+    """Read, validate, normalise and write one dataset; see the module docstring."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    dataset_reader = _reader(cfg, log)
+    inputs = dataset_reader.inputs
+    source_digest = _source_digest(cfg, inputs)
+    existing = _read_manifest(out_dir)
+    if existing and existing.get("source_digest") == source_digest and _outputs_intact(
+        out_dir, existing
+    ):
+        log(f"ingest: up to date, nothing to do (fingerprint {existing['fingerprint'][:12]})")
+        return IngestResult(existing, out_dir, skipped=True)
+
+    log(f"ingest: reading {', '.join(p.name for p in inputs)}")
+    raw = dataset_reader.read()
+    events = _coerce_events(raw.events, cfg)
+    tables = _normalise(raw, events)
+    manifest = _write(tables, raw, cfg, out_dir, source_digest)
+    seconds = time.perf_counter() - started
+    log(
+        f"ingest: {manifest['counts']['events']:,} events, {manifest['counts']['users']:,} "
+        f"users, {manifest['counts']['items']:,} items in {seconds:.1f}s -> {out_dir} "
+        f"(fingerprint {manifest['fingerprint'][:12]})"
+    )
+    return IngestResult(manifest, out_dir, skipped=False)
+
+
+@dataclass
+class _Reader:
+    inputs: list[Path]
+    read: Callable[[], RawDataset]
+
+
+def _reader(cfg: IngestConfig, log: Callable[[str], None]) -> _Reader:
+    if cfg.format == "movielens-100k":
+        folder = cfg.path or movielens.download(cfg.download_dir, log)
+        names = ("u.data", "u.item", "u.genre", "u.user")
+        return _Reader([Path(folder) / n for n in names], lambda: read_movielens_100k(folder))
+    if cfg.path is None:
+        raise IngestError("ingest.path", f"format {cfg.format!r} needs a path to the input file")
+    if cfg.format == "sasrec":
+        return _Reader([Path(cfg.path)], lambda: read_sasrec(cfg.path))
+    extra = [Path(p) for p in (cfg.items_path, cfg.users_path) if p is not None]
+    return _Reader(
+        [Path(cfg.path), *extra],
+        lambda: read_generic(cfg.path, cfg.items_path, cfg.users_path),
+    )
+
+
+def _source_digest(cfg: IngestConfig, inputs: list[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(
+        json.dumps(
+            [INGEST_VERSION, cfg.format, cfg.rating_min, cfg.rating_max], sort_keys=True
+        ).encode()
+    )
+    for path in inputs:
+        if not path.exists():
+            raise IngestError(path, "file not found")
+        h.update(path.name.encode())
+        h.update(_file_sha256(path).encode())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _coerce_events(table: RawTable, cfg: IngestConfig) -> pd.DataFrame:
+    """Typed events with ``_line``: ids as strings, rating float, UTC timestamps."""
+    frame = table.frame
+    for col in ("user_id", "item_id"):
+        ids = frame[col]
+        row = first_bad(ids.isna() | (ids.astype(str).str.strip() == ""))
+        if row is not None:
+            raise table.error("empty id", row=row, field=col)
+        frame[col] = ids.astype(str).str.strip()
+
+    if "rating" in frame.columns:
+        ratings = pd.to_numeric(frame["rating"], errors="coerce").astype("float64")
+        row = first_bad(ratings.isna() & frame["rating"].notna())
+        if row is not None:
+            raise table.error(
+                f"{frame['rating'].iloc[row]!r} is not a number", row=row, field="rating"
+            )
+        row = first_bad((ratings < cfg.rating_min) | (ratings > cfg.rating_max))
+        if row is not None:
+            raise table.error(
+                f"{ratings.iloc[row]} is outside [{cfg.rating_min}, {cfg.rating_max}]",
+                row=row, field="rating",
+            )
+    else:
+        ratings = pd.Series(np.nan, index=frame.index)
+
+    stamps = _parse_timestamps(table)
+    events = pd.DataFrame(
+        {
+            "user_id": frame["user_id"], "item_id": frame["item_id"], "rating": ratings,
+            "event_timestamp": stamps, "_line": frame["_line"],
+        }
+    )
+    dup = events.duplicated(["user_id", "item_id", "event_timestamp"], keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        first = events.iloc[rows[0]]
+        twin = events.iloc[rows[1:]]
+        twin = twin[(twin.user_id == first.user_id) & (twin.item_id == first.item_id)
+                    & (twin.event_timestamp == first.event_timestamp)]
+        raise table.error(
+            f"duplicate event: user {first.user_id}, item {first.item_id} at "
+            f"{first.event_timestamp.isoformat()} also appears at {table.unit} "
+            f"{int(twin['_line'].iloc[0])}",
+            row=int(rows[0]),
+        )
+    return events
+
+
+def _parse_timestamps(table: RawTable) -> pd.Series:
+    raw = table.frame["timestamp"]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.to_datetime(raw, utc=True)
+    else:
+        text = raw.astype("string").str.strip()
+        numeric = pd.to_numeric(text, errors="coerce")
+        if numeric.notna().all():
+            stamps = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        else:
+            stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    row = first_bad(stamps.isna())
+    if row is not None:
+        raise table.error(
+            f"{raw.iloc[row]!r} is not a timestamp (epoch seconds or ISO-8601)",
+            row=row, field="timestamp",
+        )
+    return stamps.astype("datetime64[us, UTC]")
+
+
+def _normalise(raw: RawDataset, events: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    start = events["event_timestamp"].min()
+    items = _items_table(raw.items, events, start)
+    item_ids = {raw_id: i for i, raw_id in enumerate(items["raw_item_id"], start=1)}
+    user_order = ordered_ids(events["user_id"])
+    user_ids = {raw_id: i for i, raw_id in enumerate(user_order, start=1)}
+
+    events = events.assign(
+        user_id=events["user_id"].map(user_ids).astype("int64"),
+        item_id=events["item_id"].map(item_ids).astype("int64"),
+    )
+    events = events.sort_values(["user_id", "event_timestamp", "_line"], kind="stable")
+    return {
+        "events": events[EVENT_COLUMNS].reset_index(drop=True),
+        "items": items[ITEM_COLUMNS],
+        "users": _users_table(raw.users, user_ids, start),
+    }
+
+
+def _items_table(table: RawTable | None, events: pd.DataFrame, start) -> pd.DataFrame:
+    if table is None:
+        order = ordered_ids(events["item_id"])
+        return pd.DataFrame(
+            {
+                "item_id": np.arange(1, len(order) + 1, dtype="int64"),
+                "raw_item_id": order, "title": "", "genres": [[] for _ in order],
+                "year": pd.array([pd.NA] * len(order), dtype="Int64"), "text": "",
+                "event_timestamp": start,
+            }
+        )
+    frame = table.frame.copy()
+    frame["item_id"] = frame["item_id"].astype(str).str.strip()
+    dup = frame["item_id"].duplicated(keep="first")
+    row = first_bad(dup)
+    if row is not None:
+        raise table.error(f"duplicate item id {frame['item_id'].iloc[row]!r}", row=row,
+                          field="item_id")
+    known = set(frame["item_id"])
+    unknown = ~events["item_id"].isin(known)
+    if unknown.any():
+        bad = events[unknown].iloc[0]
+        raise IngestError(
+            f"events (item ids checked against {table.source})",
+            f"item {bad.item_id!r} is not in the items file "
+            f"({int(unknown.sum())} event(s) name unknown items)",
+            line=int(bad["_line"]), field="item_id",
+        )
+    order = ordered_ids(frame["item_id"])
+    frame = frame.set_index("item_id").loc[order].reset_index()
+    frame["raw_item_id"] = frame.pop("item_id")
+    frame.insert(0, "item_id", np.arange(1, len(frame) + 1, dtype="int64"))
+    frame["event_timestamp"] = start
+    return frame
+
+
+def _users_table(table: RawTable | None, user_ids: dict[str, int], start) -> pd.DataFrame:
+    users = pd.DataFrame({"raw_user_id": list(user_ids), "user_id": list(user_ids.values())})
+    if table is not None:
+        profile = table.frame.copy()
+        profile["user_id"] = profile["user_id"].astype(str).str.strip()
+        row = first_bad(profile["user_id"].duplicated())
+        if row is not None:
+            raise table.error(
+                f"duplicate user id {profile['user_id'].iloc[row]!r}", row=row, field="user_id"
+            )
+        if "age" in profile:
+            age = pd.to_numeric(profile["age"], errors="coerce")
+            row = first_bad((age.isna() & profile["age"].notna()) | (age < 0) | (age > 150))
+            if row is not None:
+                raise table.error(
+                    f"age {profile['age'].iloc[row]!r} is not a number in [0, 150]",
+                    row=row, field="age",
+                )
+            profile["age"] = age.astype("Int64")
+        keep = ["user_id", *[c for c in USER_PROFILE_FIELDS if c in profile]]
+        users = users.merge(
+            profile[keep].rename(columns={"user_id": "raw_user_id"}), on="raw_user_id",
+            how="left",
+        )
+    for col in USER_PROFILE_FIELDS:
+        if col not in users:
+            users[col] = pd.array([pd.NA] * len(users), dtype="Int64" if col == "age" else object)
+    users["age"] = users["age"].astype("Int64")
+    users["event_timestamp"] = start
+    return users[USER_COLUMNS]
+
+
+def table_digest(frame: pd.DataFrame) -> str:
+    """sha256 over column names, dtypes and values (list cells joined), independent of file bytes."""
+    h = hashlib.sha256(json.dumps([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
+    hashable = frame.copy()
+    for col in hashable.columns:
+        if hashable[col].dtype == object:
+            hashable[col] = hashable[col].map(
+                lambda v: "\x1f".join(map(str, v)) if isinstance(v, list | np.ndarray) else v
+            )
+    h.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write(
+    tables: dict[str, pd.DataFrame], raw: RawDataset, cfg: IngestConfig, out_dir: Path,
+    source_digest: str,
+) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digests = {name: table_digest(frame) for name, frame in tables.items()}
+    fingerprint = hashlib.sha256(
+        json.dumps(digests, sort_keys=True).encode()
+    ).hexdigest()
+    files = {}
+    for name, frame in tables.items():
+        path = out_dir / f"{name}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        files[path.name] = _file_sha256(path)
+    events = tables["events"]
+    items = tables["items"]
+    manifest = {
+        "ingest_version": INGEST_VERSION,
+        "format": cfg.format,
+        "inputs": [str(p) for p in raw.inputs],
+        "source_digest": source_digest,
+        "fingerprint": fingerprint,
+        "table_digests": digests,
+        "files": files,
+        "counts": {"events": len(events), "users": len(tables["users"]), "items": len(items)},
+        "has_ratings": bool(events["rating"].notna().any()),
+        "has_timestamps": raw.has_timestamps,
+        "has_genres": bool(items["genres"].map(len).gt(0).any()),
+        "has_text": bool((items["title"].str.len() + items["text"].str.len()).gt(0).any()),
+        "rating_range": [cfg.rating_min, cfg.rating_max],
+        "time_range": [
+            events["event_timestamp"].min().isoformat(),
+            events["event_timestamp"].max().isoformat(),
+        ],
+    }
+    tmp = out_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out_dir / "manifest.json")
+    return manifest
+
+
+def _read_manifest(out_dir: Path) -> dict | None:
+    path = out_dir / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def read_manifest(out_dir: Path) -> dict:
+    """The manifest of an ingested dataset; a clear error when there is none."""
+    manifest = _read_manifest(Path(out_dir))
+    if manifest is None:
+        raise FileNotFoundError(f"no ingested dataset in {out_dir}: run `irec ingest` first")
+    return manifest
+
+
+def _outputs_intact(out_dir: Path, manifest: dict) -> bool:
+    files = manifest.get("files", {})
+    return set(files) == {f"{t}.parquet" for t in TABLES} and all(
+        (out_dir / name).exists() and _file_sha256(out_dir / name) == digest
+        for name, digest in files.items()
+    )
