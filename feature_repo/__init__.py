@@ -1,0 +1,1 @@
+"""The Feast feature repository: definitions, store profiles and the guarded online store."""

@@ -1,0 +1,124 @@
+"""``irec features build``: write the Feast source tables for the ingested dataset.
+
+Reads events/items/users from ``<repo_path>/data`` and writes ``user_history``,
+``user_stats``, ``item_stats`` and ``item_text_embedding`` parquet files beside them, plus
+``features.json`` recording what they were built from (dataset fingerprint, history length,
+language model). Item embeddings are the slow step; they are reused when the dataset, the
+model and the text settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from features import tables
+from irec.config import FeatureConfig
+from training.data.ingest import read_manifest
+
+BUILD_FILE = "features.json"
+
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _write(table: pa.Table | pd.DataFrame, path: Path) -> None:
+    """Write atomically, with ``event_timestamp`` as timestamp[us, UTC] in every source
+    (DuckDB 2.0 cannot cast nanosecond tz-aware stamps in Feast's point-in-time SQL)."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    column = table.column("event_timestamp")
+    if column.type.tz is None:
+        column = pc.assume_timezone(column, "UTC")
+    table = table.set_column(
+        table.schema.get_field_index("event_timestamp"), "event_timestamp",
+        column.cast(TIMESTAMP),
+    )
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
+    data = cfg.data_dir
+    manifest = read_manifest(data)
+    started = time.perf_counter()
+    events = pd.read_parquet(data / "events.parquet")
+    items = pd.read_parquet(data / "items.parquet")
+
+    history = tables.user_history(events, cfg.history_length)
+    _write(history, data / "user_history.parquet")
+    _write(tables.user_stats(events), data / "user_stats.parquet")
+    _write(tables.item_stats(events, cfg.popularity_window_days), data / "item_stats.parquet")
+    log(f"features: history (N={cfg.history_length}), user and item stats: "
+        f"{history.num_rows:,} history rows in {time.perf_counter() - started:.1f}s")
+
+    previous = _read_build(data)
+    lm_key = {"fingerprint": manifest["fingerprint"], "model": cfg.lm.model or "default",
+              "max_length": cfg.lm.max_length}
+    embedded = data / "item_text_embedding.parquet"
+    if previous.get("lm_key") == lm_key and embedded.exists():
+        dim, n_embedded = previous["embedding_dim"], previous["items_embedded"]
+        log(f"features: item text embeddings up to date ({n_embedded:,} items)")
+    else:
+        dim, n_embedded = _embed_items(cfg, items, embedded, log)
+
+    summary = {
+        "fingerprint": manifest["fingerprint"],
+        "history_length": cfg.history_length,
+        "popularity_window_days": cfg.popularity_window_days,
+        "lm_key": lm_key,
+        "embedding_dim": dim,
+        "items_embedded": n_embedded,
+        "history_rows": history.num_rows,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (data / BUILD_FILE).write_text(json.dumps(summary, indent=2))
+    log(f"features: built in {summary['seconds']}s -> {data}")
+    return summary
+
+
+def _embed_items(
+    cfg: FeatureConfig, items: pd.DataFrame, path: Path, log: Callable[[str], None]
+) -> tuple[int, int]:
+    from irec.lm import TextEncoder
+
+    texts = tables.item_text(items)
+    has_text = texts.str.len() > 0
+    encoder = TextEncoder(cfg.lm.model, device=cfg.lm.device, max_length=cfg.lm.max_length)
+    todo = texts[has_text].tolist()
+    if not todo:
+        log("features: items carry no text; item_text_embedding stays empty "
+            "(models fall back to id embeddings)")
+        vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+    else:
+        with tqdm(total=len(todo), desc="embedding item text", unit="item") as bar:
+            vectors = encoder.encode(todo, cfg.lm.batch_size, progress=bar.update)
+    selected = items[has_text]
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    offsets = pa.array(np.arange(0, vectors.size + 1, encoder.dim, dtype=np.int32))
+    table = pa.table(
+        {
+            "item_id": pa.array(selected["item_id"].to_numpy(), type=pa.int64()),
+            "event_timestamp": pa.array(selected["event_timestamp"]),
+            "text_embedding": pa.ListArray.from_arrays(offsets, flat),
+        }
+    )
+    _write(table, path)
+    log(f"features: embedded {len(todo):,} item texts with {encoder.name} ({encoder.dim}-d)")
+    return encoder.dim, len(todo)
+
+
+def _read_build(data: Path) -> dict:
+    path = data / BUILD_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
