@@ -90,33 +90,35 @@ def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
 
 def _embed_items(
     cfg: FeatureConfig, items: pd.DataFrame, path: Path, log: Callable[[str], None]
-) -> tuple[int, int]:
-    from irec.lm import TextEncoder
-
+) -> tuple[int | None, int]:
     texts = tables.item_text(items)
-    has_text = texts.str.len() > 0
-    encoder = TextEncoder(cfg.lm.model, device=cfg.lm.device, max_length=cfg.lm.max_length)
+    has_text = (texts.str.len() > 0).to_numpy()
     todo = texts[has_text].tolist()
-    if not todo:
-        log("features: items carry no text; item_text_embedding stays empty "
-            "(models fall back to id embeddings)")
-        vectors = np.zeros((0, encoder.dim), dtype=np.float32)
-    else:
+    if todo:
+        from irec.lm import TextEncoder
+
+        encoder = TextEncoder(cfg.lm.model, device=cfg.lm.device, max_length=cfg.lm.max_length)
         with tqdm(total=len(todo), desc="embedding item text", unit="item") as bar:
             vectors = encoder.encode(todo, cfg.lm.batch_size, progress=bar.update)
-    selected = items[has_text]
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    offsets = pa.array(np.arange(0, vectors.size + 1, encoder.dim, dtype=np.int32))
+        dim = encoder.dim
+        log(f"features: embedded {len(todo):,} item texts with {encoder.name} ({dim}-d)")
+    else:
+        log("features: items carry no text; item_text_embedding stays empty "
+            "(models fall back to id embeddings)")
+        vectors, dim = np.zeros((0, 0), dtype=np.float32), None
+    width = vectors.shape[1]
+    offsets = np.arange(0, vectors.size + 1, max(width, 1), dtype=np.int32)[: len(todo) + 1]
     table = pa.table(
         {
-            "item_id": pa.array(selected["item_id"].to_numpy(), type=pa.int64()),
-            "event_timestamp": pa.array(selected["event_timestamp"]),
-            "text_embedding": pa.ListArray.from_arrays(offsets, flat),
+            "item_id": pa.array(items["item_id"].to_numpy()[has_text], type=pa.int64()),
+            "event_timestamp": pa.array(items["event_timestamp"][has_text]),
+            "text_embedding": pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(vectors.reshape(-1), type=pa.float32())
+            ),
         }
     )
     _write(table, path)
-    log(f"features: embedded {len(todo):,} item texts with {encoder.name} ({encoder.dim}-d)")
-    return encoder.dim, len(todo)
+    return dim, len(todo)
 
 
 def _read_build(data: Path) -> dict:

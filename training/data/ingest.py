@@ -182,12 +182,15 @@ def _parse_timestamps(table: RawTable) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = pd.to_datetime(raw, utc=True)
     else:
+        # Each value on its own: epoch seconds where numeric, ISO-8601 otherwise.
         text = raw.astype("string").str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
-        if numeric.notna().all():
-            stamps = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
-        else:
-            stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        stamps = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        textual = numeric.isna() & text.notna()
+        if textual.any():
+            stamps[textual] = pd.to_datetime(
+                text[textual], utc=True, errors="coerce", format="ISO8601"
+            )
     row = first_bad(stamps.isna())
     if row is not None:
         raise table.error(

@@ -1,0 +1,89 @@
+"""Session fixtures: the shared datasets, a real redis-server, one ML-100K feature workspace.
+
+Everything here is real: Feast with DuckDB + SQLite, and a ``redis-server`` process on a free
+loopback port (installed by ``make setup``; the suite fails, not skips, without it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import redis
+
+from irec.config import FeatureConfig, IngestConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    assert (DATASETS / "ml-100k" / "u.data").exists(), (
+        f"shared datasets not found at {DATASETS} (set IREC_DATASETS)"
+    )
+    return DATASETS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on 127.0.0.1:<free port>; yields its connection string."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: run `make setup`"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    connection = f"127.0.0.1:{port}"
+    previous = os.environ.get("REDIS_CONNECTION_STRING")
+    os.environ["REDIS_CONNECTION_STRING"] = connection
+    yield client
+    proc.terminate()
+    proc.wait(timeout=10)
+    if previous is None:
+        os.environ.pop("REDIS_CONNECTION_STRING", None)
+    else:
+        os.environ["REDIS_CONNECTION_STRING"] = previous
+
+
+@pytest.fixture(scope="session")
+def ml100k_workspace(tmp_path_factory, datasets) -> FeatureConfig:
+    """ML-100K ingested, features built, applied and fully materialized into SQLite."""
+    from features.build import build
+    from features.store import apply, materialize, open_store
+    from training.data.ingest import ingest
+
+    cfg = FeatureConfig(repo_path=tmp_path_factory.mktemp("ml100k"))
+    ingest(IngestConfig(path=datasets / "ml-100k"), cfg.data_dir, log=lambda _: None)
+    build(cfg, log=lambda _: None)
+    store = open_store(cfg)
+    apply(store, log=lambda _: None)
+    materialize(store, log=lambda _: None)
+    return cfg
