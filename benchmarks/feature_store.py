@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,8 +75,11 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", flush=True)
 
 
-def prepare(name: str, workdir: Path, redis_port: int | None):
-    """Ingest, build, apply and materialize one dataset; returns its SQLite (and Redis) store."""
+def prepare(name: str, workdir: Path, online: bool):
+    """Ingest, build and apply one dataset; materialize to SQLite and Redis when ``online``.
+
+    Returns the config and the SQLite and Redis stores (Redis: None unless ``online``).
+    """
     fmt, path = DATASETS[name]
     sqlite_cfg = FeatureConfig(repo_path=workdir / name)
 
@@ -85,16 +89,16 @@ def prepare(name: str, workdir: Path, redis_port: int | None):
     progress(f"{name}: ingest + build")
     ingest(IngestConfig(format=fmt, path=path), out_dir=sqlite_cfg.data_dir, log=quiet)
     build(sqlite_cfg, log=quiet)
-    progress(f"{name}: apply + materialize (sqlite)")
+    progress(f"{name}: apply" + (" + materialize (sqlite)" if online else ""))
     sqlite_store = open_store(sqlite_cfg)
     apply(sqlite_store, log=quiet)
+    if not online:
+        return sqlite_cfg, sqlite_store, None
     materialize(sqlite_store, log=quiet)
-    redis_store = None
-    if redis_port is not None:
-        progress(f"{name}: apply + materialize (redis :{redis_port})")
-        redis_store = open_store(sqlite_cfg.model_copy(update={"online_store": "redis"}))
-        apply(redis_store, log=quiet)
-        materialize(redis_store, log=quiet)
+    progress(f"{name}: apply + materialize (redis {os.environ['REDIS_CONNECTION_STRING']})")
+    redis_store = open_store(sqlite_cfg.model_copy(update={"online_store": "redis"}))
+    apply(redis_store, log=quiet)
+    materialize(redis_store, log=quiet)
     return sqlite_cfg, sqlite_store, redis_store
 
 
@@ -124,8 +128,9 @@ def time_calls(fn: Callable[[list[int]], object], batches: list[list[int]]) -> n
     """Milliseconds per call after ``WARMUP`` untimed calls."""
     for users in batches[:WARMUP]:
         fn(users)
-    out = np.empty(len(batches))
-    for i, users in enumerate(batches):
+    timed = batches[WARMUP:]
+    out = np.empty(len(timed))
+    for i, users in enumerate(timed):
         began = time.perf_counter()
         fn(users)
         out[i] = (time.perf_counter() - began) * 1e3
@@ -140,7 +145,7 @@ def entity_keys(users: list[int]) -> list[bytes]:
 
 def sqlite_reader(db: Path, table: str) -> Callable[[list[int]], object]:
     """The floor: the same SELECT Feast's SQLite store issues, without decoding values."""
-    conn = sqlite3.connect(db, check_same_thread=False)
+    conn = sqlite3.connect(db)
 
     def read(users: list[int]):
         keys = entity_keys(users)
@@ -222,7 +227,12 @@ def pit_case(name: str, store, cfg, sample: int) -> dict:
         note = f"random sample of {sample:,} of {len(events):,} events (seed {SEED})"
     progress(f"point-in-time {name}: ranking_v1 over {len(frame):,} rows ({note})")
     began = time.perf_counter()
-    result = training_set(store, frame, "ranking_v1")
+    try:
+        result = training_set(store, frame, "ranking_v1")
+    except pa.ArrowException as exc:
+        progress(f"point-in-time {name}: FAILED: {type(exc).__name__}: {exc}")
+        return dict(dataset=name, rows=len(frame), seconds=None, columns=0,
+                    note=f"FAILED ({type(exc).__name__}: {exc})")
     seconds = time.perf_counter() - began
     assert len(result) == len(frame), (len(result), len(frame))
     return dict(dataset=name, rows=len(frame), seconds=seconds, note=note,
@@ -245,8 +255,9 @@ def report(online: list[dict], pit: list[dict], requests: int) -> None:
         print("\n=== Point-in-time retrieval (training_set, ranking_v1, DuckDB offline store)")
         print(f"{'dataset':12} {'rows':>9} {'cols':>5} {'seconds':>8} {'rows/s':>9}  entity frame")
         for r in pit:
-            print(f"{r['dataset']:12} {r['rows']:>9,} {r['columns']:>5} {r['seconds']:8.1f} "
-                  f"{r['rows'] / r['seconds']:>9,.0f}  {r['note']}")
+            timing = (f"{'-':>8} {'-':>9}" if r["seconds"] is None else
+                      f"{r['seconds']:8.1f} {r['rows'] / r['seconds']:>9,.0f}")
+            print(f"{r['dataset']:12} {r['rows']:>9,} {r['columns']:>5} {timing}  {r['note']}")
     print("\n=== Targets (information, not asserted): SDK user_history read, 1 user, p99")
     for r in online:
         if r["case"] == "SDK user_history" and r["users"] == 1:
@@ -276,7 +287,7 @@ def main() -> None:
         for i, name in enumerate(args.datasets):
             if i > 0 and args.skip_pit:
                 break
-            cfg, sqlite_store, redis_store = prepare(name, workdir, port if i == 0 else None)
+            cfg, sqlite_store, redis_store = prepare(name, workdir, online=i == 0)
             if i == 0:
                 online = online_cases(cfg, {"sqlite": sqlite_store, "redis": redis_store},
                                       port, args.requests)

@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from irec.config import IngestConfig
 from training.data import movielens
 from training.data.readers import read_generic, read_movielens_100k, read_sasrec
 from training.data.schema import (
+    ARROW_SCHEMAS,
     EVENT_COLUMNS,
     ITEM_COLUMNS,
     USER_COLUMNS,
@@ -40,7 +43,7 @@ from training.data.schema import (
     ordered_ids,
 )
 
-INGEST_VERSION = 1
+INGEST_VERSION = 2
 TABLES = ("events", "items", "users")
 
 
@@ -313,7 +316,8 @@ def _write(
     for name, frame in tables.items():
         path = out_dir / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
+        table = pa.Table.from_pandas(frame, schema=ARROW_SCHEMAS[name], preserve_index=False)
+        pq.write_table(table, tmp)
         os.replace(tmp, path)
         files[path.name] = _file_sha256(path)
     events = tables["events"]

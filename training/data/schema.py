@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 EVENT_COLUMNS = ["user_id", "item_id", "rating", "event_timestamp"]
 ITEM_COLUMNS = ["item_id", "raw_item_id", "title", "genres", "year", "text", "event_timestamp"]
@@ -25,6 +26,22 @@ USER_COLUMNS = [
     "user_id", "raw_user_id", "age", "gender", "occupation", "zip_code", "event_timestamp",
 ]
 USER_PROFILE_FIELDS = ["age", "gender", "occupation", "zip_code"]
+
+# Explicit parquet schemas: inference would type an all-empty column as null, which Feast
+# (and any reader expecting the contract above) cannot cast.
+_TIME = pa.timestamp("us", tz="UTC")
+ARROW_SCHEMAS = {
+    "events": pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()),
+                         ("rating", pa.float64()), ("event_timestamp", _TIME)]),
+    "items": pa.schema([("item_id", pa.int64()), ("raw_item_id", pa.string()),
+                        ("title", pa.string()), ("genres", pa.list_(pa.string())),
+                        ("year", pa.int64()), ("text", pa.string()),
+                        ("event_timestamp", _TIME)]),
+    "users": pa.schema([("user_id", pa.int64()), ("raw_user_id", pa.string()),
+                        ("age", pa.int64()), ("gender", pa.string()),
+                        ("occupation", pa.string()), ("zip_code", pa.string()),
+                        ("event_timestamp", _TIME)]),
+}
 
 
 class IngestError(ValueError):
