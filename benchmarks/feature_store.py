@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/feature_store.py [--requests N] [--workdir DIR]
-                                       [--datasets ml-100k video-games] [--skip-pit]
+    python benchmarks/feature_store.py [--requests N] [--workdir DIR] [--skip-pit]
+                                       [--datasets ml-100k video-games] [--pit-sample N]
 
 Prepares a workspace per dataset under ``--workdir`` (ingest, build, apply, materialize;
 reused when already up to date), starts a private ``redis-server`` and reads:
@@ -14,7 +14,8 @@ reused when already up to date), starts a private ``redis-server`` and reads:
   on-demand view, for 1 user) beside the raw floor of the same rows (a plain ``sqlite3``
   SELECT on the online DB file, a plain ``redis`` HMGET of the same hash fields);
 * point-in-time retrieval (``training_set(..., "ranking_v1")``) over an entity frame of
-  every event (user, item, event time minus one second).
+  every event (user, item, event time minus one second), or a seeded random sample of
+  ``--pit-sample`` rows; a retrieval that fails is reported as FAILED with its error.
 
 Online cases run on the first dataset of ``--datasets``. Figures are printed, not asserted;
 the targets (user-row p99 <= 3 ms on SQLite, <= 5 ms on Redis) get PASS/MISS for information.
@@ -144,13 +145,13 @@ def entity_keys(users: list[int]) -> list[bytes]:
 
 
 def sqlite_reader(db: Path, table: str) -> Callable[[list[int]], object]:
-    """The floor: the same SELECT Feast's SQLite store issues, without decoding values."""
+    """The floor: Feast's SQLite SELECT (same rows, same order), no converters, no decoding."""
     conn = sqlite3.connect(db)
 
     def read(users: list[int]):
         keys = entity_keys(users)
         sql = (f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
-               f"WHERE entity_key IN ({','.join('?' * len(keys))})")
+               f"WHERE entity_key IN ({','.join('?' * len(keys))}) ORDER BY entity_key")
         rows = conn.execute(sql, keys).fetchall()
         assert len(rows) == 3 * len(users), (len(rows), len(users))
         return rows
@@ -189,8 +190,8 @@ def sdk_reader(store, features, request_ts: int | None = None) -> Callable[[list
 
 
 def online_cases(cfg, stores: dict, redis_port: int | None, requests: int) -> list[dict]:
-    events = pd.read_parquet(cfg.data_dir / "events.parquet", columns=["user_id",
-                                                                       "event_timestamp"])
+    events = pd.read_parquet(cfg.data_dir / "events.parquet",
+                             columns=["user_id", "event_timestamp"])
     users = sorted(events["user_id"].unique().tolist())
     as_of = int(events["event_timestamp"].max().timestamp())
     rng = random.Random(SEED)

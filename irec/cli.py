@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,13 @@ app.add_typer(features_app, name="features")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 RepoOpt = Annotated[Path | None, typer.Option(help="Feature-store workspace (data/ lives here).")]
 OnlineOpt = Annotated[str | None, typer.Option(help="Online store profile: sqlite or redis.")]
+
+
+@app.callback()
+def _quiet_library_warnings() -> None:
+    # ibis 12 inside Feast's DuckDB store warns about a deprecated duckdb call on every query.
+    warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
 
 
 def _load(config: Path | None, **overrides: Any) -> PlatformConfig:

@@ -95,7 +95,8 @@ class PlatformConfig(StrictModel):
         if path is not None:
             loaded = yaml.safe_load(Path(path).read_text())
             if loaded is not None and not isinstance(loaded, dict):
-                raise ValueError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+                kind = type(loaded).__name__
+                raise ValueError(f"{path}: top level must be a mapping, got {kind}")
             raw = loaded or {}
         for dotted, value in (overrides or {}).items():
             if value is None:

@@ -1,1 +1,1 @@
-"""Training side of the platform: data ingest (``training.data``) and, later, the interest models."""
+"""Training side of the platform: data ingest (``training.data``), later the interest models."""

@@ -65,8 +65,8 @@ def test_online_history_is_the_last_n_events_in_time_order(ml100k_workspace):
     users = sorted(events.user_id.unique())
     got = _read(store, "user_id", users, USER_REFS)
     n = ml100k_workspace.history_length
-    for i, user in enumerate(users):
-        mine = events[events.user_id == user].sort_values("event_timestamp", kind="stable")
+    for i, user_id in enumerate(users):
+        mine = events[events.user_id == user_id].sort_values("event_timestamp", kind="stable")
         assert got["hist_item_ids"][i] == mine.item_id.tolist()[-n:]
         assert got["hist_timestamps"][i] == (
             mine.event_timestamp.astype("int64") // 10**6).tolist()[-n:]
@@ -152,7 +152,7 @@ def test_an_older_materialization_never_overwrites_newer_values(
 
 def test_stock_feast_sqlite_store_would_regress_without_the_guard(tmp_path):
     """Control: the same sequence on Feast's own SQLite store goes back in time."""
-    cfg = _tiny_workspace(tmp_path)
+    _tiny_workspace(tmp_path)
     stock = tmp_path / "feature_store.yaml"
     stock.write_text((FEATURE_REPO_DIR / "feature_store.yaml").read_text().replace(
         "type: feature_repo.online_store.GuardedSqliteOnlineStore", "type: sqlite"))

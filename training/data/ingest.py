@@ -291,7 +291,7 @@ def _users_table(table: RawTable | None, user_ids: dict[str, int], start) -> pd.
 
 
 def table_digest(frame: pd.DataFrame) -> str:
-    """sha256 over column names, dtypes and values (list cells joined), independent of file bytes."""
+    """sha256 over column names, dtypes and values (list cells joined), not file bytes."""
     h = hashlib.sha256(json.dumps([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
     hashable = frame.copy()
     for col in hashable.columns:

@@ -105,7 +105,8 @@ def read_movielens_100k(folder: Path) -> RawDataset:
     ]
     release = pd.to_datetime(frame["release_date"], format="%d-%b-%Y", errors="coerce")
     from_title = frame["title"].fillna("").str.extract(_YEAR, expand=False)
-    frame["year"] = release.dt.year.astype("Int64").fillna(pd.to_numeric(from_title).astype("Int64"))
+    year_in_title = pd.to_numeric(from_title).astype("Int64")
+    frame["year"] = release.dt.year.astype("Int64").fillna(year_in_title)
     frame["title"] = frame["title"].fillna("").str.strip()
     frame["text"] = ""
     items.frame = frame[["item_id", "title", "genres", "year", "text", "_line"]]

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from irec.config import IngestConfig
-from training.data import IngestError, ingest
-from training.data import movielens
+from training.data import IngestError, ingest, movielens
 
 QUIET = {"log": lambda _: None}
 
@@ -174,7 +173,8 @@ def test_bad_movielens_and_sasrec_lines(datasets, tmp_path):
 
     seq = tmp_path / "seq.txt"
     seq.write_text("1 5\n1 6\n\n2 x7\n")
-    with pytest.raises(IngestError, match=r"seq.txt line 4, field 'item_id': 'x7' is not an integer"):
+    expected = r"seq.txt line 4, field 'item_id': 'x7' is not an integer"
+    with pytest.raises(IngestError, match=expected):
         ingest(IngestConfig(format="sasrec", path=seq), tmp_path / "out2", **QUIET)
 
 

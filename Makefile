@@ -1,0 +1,30 @@
+# The three commands of the README. Everything installs into .venv; nothing global but the
+# Debian packages the tests need (redis-server).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/ml-100k.yaml
+
+.PHONY: setup run test lint bench
+
+setup:  ## venv, the CPU torch pin, the package with dev extras, redis-server
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	@$(BIN)/irec --help >/dev/null && echo "setup done: $(BIN)/irec"
+
+run:  ## the whole pipeline on MovieLens-100K (CONFIG=... for another preset)
+	$(BIN)/irec run --config $(CONFIG) $(ARGS)
+
+test:  ## the full test suite
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check .
+
+bench:  ## feature-store benchmark (prints figures)
+	$(BIN)/python benchmarks/feature_store.py

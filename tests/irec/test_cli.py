@@ -1,0 +1,72 @@
+"""The command line: the README quick start, feature commands, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from irec.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_readme_quick_start_runs_the_pipeline(tmp_path, datasets):
+    readme = (ROOT / "README.md").read_text()
+    assert "make setup" in readme and "make run" in readme and "make test" in readme
+    done = subprocess.run(
+        ["make", "run", f"ARGS=--repo-path {tmp_path} --user 1 --user 942"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "[5/5] online read" in out and "done in" in out
+    assert "user 1: 50 recent items" in out and "user 942: 50 recent items" in out
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["counts"]["events"] == 100_000
+    assert (tmp_path / "data" / "online_store.db").stat().st_size > 0
+
+
+def test_feature_commands_on_a_workspace(ml100k_workspace, tmp_path):
+    repo = ["--repo-path", str(ml100k_workspace.repo_path)]
+    online = runner.invoke(app, ["features", "online", "--user", "7", "--user", "8", *repo,
+                                 "--request-ts", "893286638"])
+    assert online.exit_code == 0, online.output
+    rows = [json.loads(line) for line in online.output.strip().splitlines()]
+    assert [r["user_id"] for r in rows] == [7, 8]
+    assert all(len(r["hist_item_ids"]) == 50 for r in rows)
+
+    entities = tmp_path / "entities.csv"
+    entities.write_text("user_id,item_id,event_timestamp\n1,1,1998-01-01T00:00:00Z\n"
+                        "2,50,1998-03-01T00:00:00Z\n")
+    out = tmp_path / "train.parquet"
+    made = runner.invoke(app, ["features", "training-set", "--entities", str(entities),
+                               "--out", str(out), *repo])
+    assert made.exit_code == 0, made.output
+    frame = pd.read_parquet(out)
+    assert frame.title.tolist() == ["Toy Story (1995)", "Star Wars (1977)"]
+
+    again = runner.invoke(app, ["features", "materialize", "--incremental", *repo])
+    assert again.exit_code == 0, again.output
+
+
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path):
+    bad = tmp_path / "events.csv"
+    bad.write_text("user_id,item_id,rating,timestamp\n1,2,4,100\n1,3,11,200\n")
+    result = runner.invoke(app, ["ingest", "--format", "generic", "--path", str(bad),
+                                 "--repo-path", str(tmp_path / "ws")])
+    assert result.exit_code == 2
+    assert "error: events.csv line 3, field 'rating': 11.0 is outside [1.0, 5.0]" in result.output
+    assert "Traceback" not in result.output
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("ingest:\n  formt: sasrec\n")
+    result = runner.invoke(app, ["ingest", "--config", str(config)])
+    assert result.exit_code == 2 and "formt" in result.output and "Traceback" not in result.output
+
+    result = runner.invoke(app, ["features", "build", "--repo-path", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "run `irec ingest` first" in result.output
