@@ -3,6 +3,8 @@
 Config flows one way: YAML file -> ``PlatformConfig`` (pydantic, strict keys) -> code.
 ``PlatformConfig.load(path, overrides={"features.history_length": 20})`` applies dotted
 overrides on top of the file before validation, so a typo in either place is an error.
+Relative paths inside a YAML file are relative to that file; on the command line, to the
+current directory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FEATURE_REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+PATH_KEYS = ("ingest.path", "ingest.items_path", "ingest.users_path", "ingest.download_dir",
+             "features.repo_path")
 
 
 class StrictModel(BaseModel):
@@ -98,6 +102,7 @@ class PlatformConfig(StrictModel):
                 kind = type(loaded).__name__
                 raise ValueError(f"{path}: top level must be a mapping, got {kind}")
             raw = loaded or {}
+            _anchor_paths(raw, Path(path).resolve().parent)
         for dotted, value in (overrides or {}).items():
             if value is None:
                 continue
@@ -107,3 +112,13 @@ class PlatformConfig(StrictModel):
                 node = node.setdefault(key, {})
             node[leaf] = value
         return cls.model_validate(raw)
+
+
+def _anchor_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a YAML file relative to the file's own folder."""
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            value = Path(node[key]).expanduser()
+            node[key] = str(value if value.is_absolute() else base / value)
