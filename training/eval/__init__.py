@@ -1,0 +1,1 @@
+"""Evaluation: ranking, rating, like-probability and intent metrics, and the report."""
