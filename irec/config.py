@@ -87,11 +87,49 @@ class FeatureConfig(StrictModel):
         return FEATURE_REPO_DIR / name
 
 
+class ModelConfig(StrictModel):
+    """Interest transformer size and losses (see training/models/interest.py)."""
+
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    # frozen: precomputed LM item embeddings from Feast; none: ids only (SASRec-style).
+    lm_mode: Literal["frozen", "none"] = "frozen"
+    use_time: bool = True
+    softmax: Literal["full", "sampled"] = "full"
+    num_negatives: int = Field(1024, ge=1)
+    loss_weights: dict[str, float] = {"next": 1.0, "rating": 0.5, "like": 0.5, "intent": 0.5}
+
+
+class TrainingConfig(StrictModel):
+    """Ray Train run: workers, schedule, checkpoints, failure recovery."""
+
+    model: ModelConfig = ModelConfig()
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # Stop when validation NDCG@10 has not improved for this many epochs.
+    patience: int = Field(5, ge=1)
+    seed: int = 0
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    # Local folder or s3://, gs:// URI for checkpoints and results.
+    storage_path: str = str(Path.home() / "irec-runs")
+    run_name: str = "interest"
+    max_failures: int = Field(0, ge=-1)
+    # Chaos testing: the first attempt of this epoch raises in the worker (never in presets).
+    inject_failure_at_epoch: int | None = None
+
+
 class PlatformConfig(StrictModel):
     """Everything one run of the platform needs; one YAML file per preset in configs/."""
 
     ingest: IngestConfig = IngestConfig()
     features: FeatureConfig = FeatureConfig()
+    training: TrainingConfig = TrainingConfig()
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None):

@@ -87,3 +87,14 @@ def ml100k_workspace(tmp_path_factory, datasets) -> FeatureConfig:
     apply(store, log=lambda _: None)
     materialize(store, log=lambda _: None)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster per test session, with explicit small resources."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,1 @@
+"""Baselines trained and scored in the same run as the interest models."""

@@ -1,0 +1,1 @@
+"""Interest models: one file per model."""

@@ -1,0 +1,245 @@
+"""The interest transformer: a causal Hugging Face GPT-2 over a user's event sequence.
+
+Event token t = item vector(item_t) + rating embedding(r_t) + time-gap embedding(ts_t - ts_t-1)
+Item vector(i) = id embedding(i) + W · (pretrained-LM text embedding of item i)
+
+The hidden state h_t summarises events 0..t and predicts event t+1 with four heads, trained
+jointly (multi-task fusion, weights in the config):
+- evolution: next item over the whole catalogue, logits h_t · item vector (tied, SASRec-like);
+  full softmax, or sampled softmax with shared uniform negatives for large catalogues;
+- intensity: the rating of the next item, from h_t and its item vector;
+- decay: P(like) of the next item (rating >= like_threshold), from h_t, the item vector and a
+  history pooled with learnable exponential decay exp(-softplus(lambda) * age in days);
+- intent: the next item's genre distribution (soft-target cross-entropy).
+Heads the data cannot support are switched off in the config (no ratings: intensity and
+decay; no timestamps: time gaps and decay; no genres: intent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+DAY = 86_400.0
+
+
+@dataclass
+class InterestModelConfig:
+    """Architecture and loss settings; saved beside every checkpoint as config.json.
+
+    Args:
+        num_items: largest item id; ids run 1..num_items and 0 is padding.
+        num_genres: number of intent categories; 0 switches the intent head off.
+        max_len: events per sequence (the Feast history length N).
+        hidden: model width D. heads must divide it.
+        layers: transformer blocks. heads: attention heads.
+        dropout: dropout on embeddings, attention and residuals.
+        text_dim: width of the pretrained-LM item embeddings; 0 = ids only.
+        use_ratings: rating input embedding and the intensity + decay heads.
+        use_time: time-gap input embedding and the decay head's time decay.
+        rating_max: ratings are bucketed in steps of 0.5 up to this value.
+        time_buckets: log2-minute buckets of the gap between consecutive events.
+        like_threshold: a rating at or above this is a "like" (decay head label).
+        softmax: "full" cross-entropy over all items, or "sampled" with num_negatives.
+        num_negatives: shared uniform negatives per batch for the sampled softmax.
+        loss_weights: weight per head: next, rating, like, intent.
+    """
+
+    num_items: int
+    num_genres: int = 0
+    max_len: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    text_dim: int = 0
+    use_ratings: bool = True
+    use_time: bool = True
+    rating_max: float = 5.0
+    time_buckets: int = 24
+    like_threshold: float = 4.0
+    softmax: str = "full"
+    num_negatives: int = 1024
+    loss_weights: dict = field(
+        default_factory=lambda: {"next": 1.0, "rating": 0.5, "like": 0.5, "intent": 0.5})
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"heads={self.heads} must divide hidden={self.hidden}")
+        if self.num_items < 1:
+            raise ValueError(f"num_items={self.num_items} must be at least 1")
+        if self.softmax not in ("full", "sampled"):
+            raise ValueError(f"softmax={self.softmax!r} must be 'full' or 'sampled'")
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "config.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> InterestModelConfig:
+        return cls(**json.loads((Path(directory) / "config.json").read_text()))
+
+
+class InterestTransformer(nn.Module):
+    def __init__(self, cfg: InterestModelConfig, text_embeddings: torch.Tensor | None = None,
+                 item_genres: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n, d = cfg.num_items + 1, cfg.hidden
+        self.item_id = nn.Embedding(n, d, padding_idx=0)
+        if cfg.text_dim:
+            if text_embeddings is None or tuple(text_embeddings.shape) != (n, cfg.text_dim):
+                got = None if text_embeddings is None else tuple(text_embeddings.shape)
+                raise ValueError(f"text_embeddings must be ({n}, {cfg.text_dim}), got {got}")
+            self.register_buffer("text", text_embeddings.float(), persistent=True)
+            self.text_proj = nn.Linear(cfg.text_dim, d, bias=False)
+        if cfg.num_genres:
+            if item_genres is None or tuple(item_genres.shape) != (n, cfg.num_genres):
+                got = None if item_genres is None else tuple(item_genres.shape)
+                raise ValueError(f"item_genres must be ({n}, {cfg.num_genres}), got {got}")
+            self.register_buffer("genres", item_genres.float(), persistent=True)
+            self.intent_head = nn.Linear(d, cfg.num_genres)
+        self.rating_emb = nn.Embedding(int(cfg.rating_max * 2) + 2, d, padding_idx=0)
+        self.gap_emb = nn.Embedding(cfg.time_buckets + 1, d, padding_idx=0)
+        self.backbone = GPT2Model(GPT2Config(
+            vocab_size=1, n_positions=cfg.max_len, n_embd=d, n_layer=cfg.layers,
+            n_head=cfg.heads, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout, bos_token_id=None, eos_token_id=None))
+        self.rating_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
+        self.like_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
+        self.decay_rate = nn.Parameter(torch.tensor(math.log(math.e - 1) - 3.0))  # ~0.05/day
+        self.rating_bias = nn.Parameter(torch.tensor(3.5))
+        for emb in (self.item_id, self.rating_emb, self.gap_emb):  # GPT-2's init scale
+            nn.init.normal_(emb.weight, std=0.02)
+            emb.weight.data[0].zero_()
+
+    # -- item side ---------------------------------------------------------------------
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) vectors of ``ids``, or (I+1, D) for the whole catalogue."""
+        if ids is None:
+            ids = torch.arange(self.cfg.num_items + 1, device=self.item_id.weight.device)
+        vec = self.item_id(ids)
+        if self.cfg.text_dim:
+            vec = vec + self.text_proj(self.text[ids])
+        return vec
+
+    # -- sequence side -----------------------------------------------------------------
+    def _rating_bucket(self, ratings: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(ratings)
+        return torch.where(known, (ratings.nan_to_num(0) * 2).round().long() + 1, 0)
+
+    def _gap_bucket(self, stamps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        gaps = (stamps[:, 1:] - stamps[:, :-1]).clamp(min=0).float() / 60.0  # (B, T-1) minutes
+        bucket = torch.log2(1 + gaps).floor().long().clamp(max=self.cfg.time_buckets - 1) + 1
+        bucket = F.pad(bucket, (1, 0))  # the first event has no gap
+        return torch.where(mask & F.pad(mask[:, :-1], (1, 0)), bucket, 0)
+
+    def encode(self, items: torch.Tensor, ratings: torch.Tensor,
+               stamps: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) hidden states; sequences are left-padded with item 0."""
+        if items.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {items.shape[1]} > max_len={self.cfg.max_len}")
+        mask = items > 0  # (B, T)
+        x = self.item_vectors(items)  # (B, T, D)
+        if self.cfg.use_ratings:
+            x = x + self.rating_emb(self._rating_bucket(ratings))
+        if self.cfg.use_time:
+            x = x + self.gap_emb(self._gap_bucket(stamps, mask))
+        out = self.backbone(inputs_embeds=x, attention_mask=mask.long())
+        return out.last_hidden_state  # (B, T, D)
+
+    def decayed_history(self, items: torch.Tensor, stamps: torch.Tensor,
+                        at: torch.Tensor) -> torch.Tensor:
+        """(B, Q, D): for query time at[b, q], history events j <= q pooled with decay.
+
+        ``at`` is (B, Q) with Q == T (one query per position, causal) or Q == 1 (the
+        request time over the whole history).
+        """
+        vec = self.item_vectors(items)  # (B, T, D)
+        age = (at.unsqueeze(2) - stamps.unsqueeze(1)).clamp(min=0).float() / DAY  # (B, Q, T)
+        weight = torch.exp(-F.softplus(self.decay_rate) * age)
+        allowed = (items > 0).unsqueeze(1)  # (B, 1, T)
+        if at.shape[1] == items.shape[1]:
+            allowed = allowed & torch.ones_like(weight, dtype=torch.bool).tril()
+        weight = weight * allowed
+        return weight @ vec / weight.sum(-1, keepdim=True).clamp(min=1e-6)  # (B, Q, D)
+
+    def pair_features(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, v, h * v], dim=-1)  # (..., 3D)
+
+    def rating(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.rating_bias + self.rating_head(self.pair_features(h, v)).squeeze(-1)
+
+    def like_logit(self, h: torch.Tensor, v: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        return self.like_head(torch.cat([h + pooled, v, h * v], dim=-1)).squeeze(-1)
+
+    def intent(self, h: torch.Tensor) -> torch.Tensor:
+        return self.intent_head(h)  # (..., G) logits
+
+    def losses(self, items: torch.Tensor, ratings: torch.Tensor,
+               stamps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-head losses of predicting event t+1 from events <= t, and their weighted total."""
+        cfg = self.cfg
+        h = self.encode(items[:, :-1], ratings[:, :-1], stamps[:, :-1])  # (B, T-1, D)
+        target = items[:, 1:]  # (B, T-1)
+        valid = (target > 0) & (items[:, :-1] > 0)
+        hv, tv = h[valid], target[valid]  # (P, D), (P,)
+        out: dict[str, torch.Tensor] = {"next": self._next_item_loss(hv, tv)}
+        v = self.item_vectors(tv)  # (P, D)
+        target_rating = ratings[:, 1:][valid]
+        rated = ~torch.isnan(target_rating)
+        if cfg.use_ratings and rated.any():
+            pred = self.rating(hv[rated], v[rated])
+            out["rating"] = F.mse_loss(pred, target_rating[rated])
+            if cfg.use_time:
+                pooled = self.decayed_history(items[:, :-1], stamps[:, :-1], stamps[:, 1:])[valid]
+            else:
+                pooled = torch.zeros_like(hv)
+            logit = self.like_logit(hv[rated], v[rated], pooled[rated])
+            liked = (target_rating[rated] >= cfg.like_threshold).float()
+            out["like"] = F.binary_cross_entropy_with_logits(logit, liked)
+        if cfg.num_genres:
+            dist = self.genres[tv]  # (P, G)
+            has = dist.sum(-1) > 0
+            if has.any():
+                soft = dist[has] / dist[has].sum(-1, keepdim=True)
+                out["intent"] = -(soft * F.log_softmax(self.intent(hv[has]), -1)).sum(-1).mean()
+        out["total"] = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in out.items())
+        return out
+
+    def forward(self, items: torch.Tensor, ratings: torch.Tensor,
+                stamps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward pass: the losses (so DDP's gradient hooks see it)."""
+        return self.losses(items, ratings, stamps)
+
+    def _next_item_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.cfg.softmax == "full":
+            logits = h @ self.item_vectors().T  # (P, I+1)
+            logits[:, 0] = -torch.inf
+            return F.cross_entropy(logits, target)
+        negatives = torch.randint(1, self.cfg.num_items + 1, (self.cfg.num_negatives,),
+                                  device=h.device)
+        pos = (h * self.item_vectors(target)).sum(-1, keepdim=True)  # (P, 1)
+        neg = h @ self.item_vectors(negatives).T  # (P, K)
+        neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
+        logits = torch.cat([pos, neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(target))
+
+    @torch.no_grad()
+    def user_state(self, items: torch.Tensor, ratings: torch.Tensor,
+                   stamps: torch.Tensor) -> torch.Tensor:
+        """(B, D) state after the last event of each left-padded history."""
+        return self.encode(items, ratings, stamps)[:, -1]
+
+    @torch.no_grad()
+    def score_items(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, I+1) retrieval scores over the catalogue (column 0 is padding)."""
+        scores = state @ self.item_vectors().T
+        scores[:, 0] = -torch.inf
+        return scores

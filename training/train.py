@@ -1,0 +1,231 @@
+"""Fine-tune the interest transformer with Ray Train (CPU or GPU workers, DDP).
+
+Usage::
+
+    python -m training.train --config configs/tiny.yaml            # embedded Ray, this machine
+    ray job submit --working-dir . -- python -m training.train --config configs/ml-100k.yaml
+
+The driver builds point-in-time-correct sequences from the Feast offline store, then a
+``TorchTrainer`` runs ``train_func`` on ``training.num_workers`` workers. Every epoch reports
+validation metrics and a checkpoint (model, optimizer, epoch, early-stopping state, config);
+after a worker failure Ray restarts the group (``training.max_failures`` times) and training
+resumes from the latest checkpoint. Each epoch's randomness is seeded from (seed, epoch), so a
+resumed run reproduces the uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from features.store import open_store
+from irec.config import PlatformConfig
+from training.data import sequences
+from training.data.ingest import read_manifest
+from training.data.sequences import SequenceData
+from training.eval.evaluate import evaluate_model
+from training.models.interest import InterestModelConfig, InterestTransformer
+
+SCORE = "val_ndcg@10"
+
+
+def prepare_data(cfg: PlatformConfig, log: Callable[[str], None] = print) -> SequenceData:
+    """Leave-one-out sequences from the Feast offline store (point-in-time correct)."""
+    manifest = read_manifest(cfg.features.data_dir)
+    events = pd.read_parquet(cfg.features.data_dir / "events.parquet")
+    return sequences.build(open_store(cfg.features), events, manifest,
+                           cfg.features.history_length, log)
+
+
+def model_config(cfg: PlatformConfig, data: SequenceData,
+                 log: Callable[[str], None] = print) -> InterestModelConfig:
+    """The model's config, with the heads this dataset cannot support switched off."""
+    m = cfg.training.model
+    use_text = m.lm_mode == "frozen" and data.text_embeddings is not None
+    if m.lm_mode == "frozen" and not use_text:
+        log("model: items carry no text embeddings; LM item tower off (ids only)")
+    if not data.has_ratings:
+        log("model: dataset has no ratings; intensity and like (decay) heads off")
+    if m.use_time and not data.has_timestamps:
+        log("model: dataset has no real timestamps; time-gap features and decay off")
+    if not data.genre_names:
+        log("model: items carry no genres; intent head off")
+    return InterestModelConfig(
+        num_items=data.num_items, num_genres=len(data.genre_names), max_len=data.max_len,
+        hidden=m.hidden, layers=m.layers, heads=m.heads, dropout=m.dropout,
+        text_dim=data.text_embeddings.shape[1] if use_text else 0,
+        use_ratings=data.has_ratings, use_time=m.use_time and data.has_timestamps,
+        rating_max=cfg.ingest.rating_max, softmax=m.softmax, num_negatives=m.num_negatives,
+        loss_weights=dict(m.loss_weights),
+    )
+
+
+def build_model(mcfg: InterestModelConfig, data: SequenceData) -> InterestTransformer:
+    text = torch.from_numpy(data.text_embeddings) if mcfg.text_dim else None
+    genres = torch.from_numpy(data.item_genres) if mcfg.num_genres else None
+    return InterestTransformer(mcfg, text, genres)
+
+
+def _unwrap(model: torch.nn.Module) -> InterestTransformer:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_func(config: dict) -> None:
+    """One Ray Train worker: data shard, model, resume, epochs, report."""
+    # 1. data and model
+    data = SequenceData.from_dict(config["data"])
+    mcfg = InterestModelConfig(**config["model"])
+    torch.manual_seed(config["seed"])
+    model = ray.train.torch.prepare_model(build_model(mcfg, data))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"],
+                                  weight_decay=config["weight_decay"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    # 2. resume from the latest checkpoint, if Ray restarted us
+    start, best, stale = 0, -1.0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / "train_state.pt", weights_only=False)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
+        if rank == 0:
+            print(f"train: resumed from checkpoint of epoch {state['epoch']}")
+
+    # 3. epochs
+    train = data.train
+    users = len(train.users)
+    began = time.perf_counter()
+    for epoch in range(start, config["epochs"]):
+        _maybe_fail(config, epoch)
+        generator = torch.Generator().manual_seed(config["seed"] * 100_003 + epoch)
+        torch.manual_seed(config["seed"] * 100_003 + epoch)
+        order = torch.randperm(users, generator=generator)[rank::world].numpy()
+        model.train()
+        tick, total = time.perf_counter(), 0.0
+        for s in range(0, len(order), config["batch_size"]):
+            rows = order[s:s + config["batch_size"]]
+            batch = [torch.from_numpy(a[rows]).to(device)
+                     for a in (train.items, train.ratings, train.stamps)]
+            losses = model(*batch)  # forward = losses; DDP all-reduces gradients
+            optimizer.zero_grad()
+            losses["total"].backward()
+            optimizer.step()
+            total += float(losses["total"]) * len(rows)
+        seconds = time.perf_counter() - tick
+
+        # 4. validate, checkpoint, report
+        metrics = {f"val_{k}": v for k, v in
+                   evaluate_model(_unwrap(model), data, "valid").items()}
+        if metrics[SCORE] > best:
+            best, stale = metrics[SCORE], 0
+        else:
+            stale += 1
+        metrics.update(epoch=epoch, train_loss=total / max(len(order), 1),
+                       sequences_per_s=len(order) / seconds, best_val_ndcg10=best)
+        if rank == 0:
+            done = epoch + 1 - start
+            eta = (time.perf_counter() - began) / done * (config["epochs"] - epoch - 1)
+            print(f"train: epoch {epoch + 1}/{config['epochs']} loss {metrics['train_loss']:.4f} "
+                  f"{SCORE} {metrics[SCORE]:.4f} ({metrics['sequences_per_s']:.0f} seq/s, "
+                  f"ETA {eta:.0f}s if no early stop)")
+        _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank)
+        if stale >= config["patience"]:
+            if rank == 0:
+                print(f"train: early stop at epoch {epoch + 1}: no gain for {stale} epochs")
+            break
+
+
+def _maybe_fail(config: dict, epoch: int) -> None:
+    if config.get("inject_failure_at_epoch") != epoch:
+        return
+    marker = Path(config["failure_marker"])
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"failed once at epoch {epoch}\n")
+        raise RuntimeError(f"injected worker failure at epoch {epoch}")
+
+
+def _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch, "best": best, "stale": stale},
+                       Path(directory) / "train_state.pt")
+            mcfg.save(Path(directory))
+            (Path(directory) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            checkpoint = Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def fit(cfg: PlatformConfig, data: SequenceData, log: Callable[[str], None] = print):
+    """Run the TorchTrainer; returns the Ray Train result."""
+    t = cfg.training
+    mcfg = model_config(cfg, data, log)
+    run_dir = Path(t.storage_path) / t.run_name
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={
+            "data": data.to_dict(), "model": asdict(mcfg), "epochs": t.epochs,
+            "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
+            "patience": t.patience, "seed": t.seed,
+            "inject_failure_at_epoch": t.inject_failure_at_epoch,
+            "failure_marker": str(run_dir / "injected_failure.txt"),
+        },
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        run_config=RunConfig(
+            name=t.run_name, storage_path=t.storage_path,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="max"),
+        ),
+    )
+    return trainer.fit()
+
+
+def load_checkpoint(checkpoint: Checkpoint, data: SequenceData) -> InterestTransformer:
+    with checkpoint.as_directory() as directory:
+        mcfg = InterestModelConfig.load(Path(directory))
+        state = torch.load(Path(directory) / "train_state.pt", weights_only=False)
+    model = build_model(mcfg, data)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def best_checkpoint(result) -> Checkpoint:
+    return max(result.best_checkpoints, key=lambda pair: pair[1][SCORE])[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True)
+    args = parser.parse_args(argv)
+    cfg = PlatformConfig.load(args.config)
+    data = prepare_data(cfg)
+    result = fit(cfg, data)
+    model = load_checkpoint(best_checkpoint(result), data)
+    test = evaluate_model(model, data, "test")
+    print(json.dumps({"test": test}, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
+
