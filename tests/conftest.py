@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+# A private BentoML model store for the whole session (read by BentoML when first used).
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="irec-bentoml-")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Packaging: trained interest models in the BentoML model store, and the standalone Bento."""

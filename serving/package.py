@@ -1,0 +1,173 @@
+"""Save trained interest models to the BentoML model store, load them back verified, promote.
+
+A saved model is a folder in the store (``$BENTOML_HOME``, default ``~/bentoml``) holding:
+``model.safetensors`` (weights and item buffers), ``config.json`` (architecture),
+``items.json`` (item id -> raw id, title, genres), ``item_vectors.safetensors`` (the item
+matrix retrieval scores against), ``metrics.json``, and ``MANIFEST.json``: the sha256 of every
+other file. The store has no integrity check of its own; ``load`` recomputes every digest and
+refuses a model whose files differ by a single byte, or that has files missing or added.
+Metadata carries the dataset fingerprint, the Feast feature services with their schema hashes
+(serving refuses a model whose contract differs from its feature store) and the code version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bentoml
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+import irec
+from training.models.interest import InterestModelConfig, InterestTransformer
+
+MODEL_NAME = "interest"
+MANIFEST = "MANIFEST.json"
+SCORE = "val_ndcg@10"
+
+
+class IntegrityError(RuntimeError):
+    """A stored model's files do not match its manifest."""
+
+
+@dataclass
+class PackagedModel:
+    tag: str
+    model: InterestTransformer
+    items: pd.DataFrame  # item_id, raw_item_id, title, genres
+    item_vectors: torch.Tensor  # (I+1, D)
+    metadata: dict
+    metrics: dict
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=5, check=True)
+        return f"{irec.__version__}+{sha.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        return irec.__version__
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
+         dataset_fingerprint: str, feature_services: dict[str, str],
+         genre_names: list[str], name: str = MODEL_NAME,
+         log: Callable[[str], None] = print) -> str:
+    """Write a model version to the store; returns its tag (``interest:<version>``)."""
+    model = model.eval()
+    with torch.no_grad():
+        vectors = model.item_vectors().contiguous()
+    metadata = {
+        "dataset_fingerprint": dataset_fingerprint,
+        "feature_services": feature_services,
+        "code_version": code_version(),
+        "genre_names": genre_names,
+        "num_items": model.cfg.num_items,
+        SCORE: metrics.get(SCORE),
+    }
+    labels = {"fingerprint": dataset_fingerprint[:12], "framework": "torch"}
+    with bentoml.models.create(name, labels=labels, metadata=metadata) as stored:
+        root = Path(stored.path)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, root / "model.safetensors")
+        model.cfg.save(root)
+        save_file({"item_vectors": vectors}, root / "item_vectors.safetensors")
+        table = items[["item_id", "raw_item_id", "title", "genres"]].copy()
+        table["genres"] = table["genres"].map(list)
+        (root / "items.json").write_text(table.to_json(orient="records"))
+        (root / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        digests = {p.name: _sha256(p) for p in sorted(root.iterdir()) if p.is_file()
+                   and p.name not in (MANIFEST, "model.yaml")}
+        (root / MANIFEST).write_text(json.dumps(digests, indent=2))
+        tag = str(stored.tag)
+    log(f"package: saved {tag} ({len(digests)} files, {SCORE}={metrics.get(SCORE)})")
+    return tag
+
+
+def verify(root: Path) -> None:
+    """Raise IntegrityError unless every file matches MANIFEST.json exactly."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise IntegrityError(f"{root}: no {MANIFEST}; refusing an unverifiable model")
+    expected = json.loads(manifest_path.read_text())
+    present = {p.name for p in root.iterdir() if p.is_file()} - {MANIFEST, "model.yaml"}
+    if present != set(expected):
+        raise IntegrityError(f"{root}: files {sorted(present)} do not match the manifest's "
+                             f"{sorted(expected)}")
+    for name, digest in expected.items():
+        actual = _sha256(root / name)
+        if actual != digest:
+            raise IntegrityError(f"{root / name}: sha256 {actual[:16]}... != manifest "
+                                 f"{digest[:16]}...; the stored model is corrupt")
+
+
+def load(tag: str = f"{MODEL_NAME}:latest") -> PackagedModel:
+    """Load a verified model from the store."""
+    stored = bentoml.models.get(tag)
+    root = Path(stored.path)
+    verify(root)
+    cfg = InterestModelConfig.load(root)
+    n = cfg.num_items + 1
+    text = torch.zeros(n, cfg.text_dim) if cfg.text_dim else None
+    genres = torch.zeros(n, cfg.num_genres) if cfg.num_genres else None
+    model = InterestTransformer(cfg, text, genres)
+    model.load_state_dict(load_file(root / "model.safetensors"))
+    return PackagedModel(
+        tag=str(stored.tag), model=model.eval(),
+        items=pd.read_json(root / "items.json", orient="records"),
+        item_vectors=load_file(root / "item_vectors.safetensors")["item_vectors"],
+        metadata=dict(stored.info.metadata),
+        metrics=json.loads((root / "metrics.json").read_text()),
+    )
+
+
+def _champions_file() -> Path:
+    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    return home / "irec-champions.json"
+
+
+def champion(name: str = MODEL_NAME) -> str | None:
+    path = _champions_file()
+    return json.loads(path.read_text()).get(name) if path.exists() else None
+
+
+@dataclass
+class Verdict:
+    promoted: bool
+    message: str
+
+
+def promote(tag: str, margin: float = 0.0) -> Verdict:
+    """Make ``tag`` the champion if its validation NDCG@10 beats the champion's by ``margin``."""
+    candidate = load(tag)
+    name = candidate.tag.split(":")[0]
+    score = candidate.metrics.get(SCORE)
+    if score is None:
+        return Verdict(False, f"{candidate.tag} has no {SCORE} in its metrics; not promoted")
+    current = champion(name)
+    if current is not None and current != candidate.tag:
+        incumbent = load(current).metrics[SCORE]
+        if score < incumbent + margin:
+            return Verdict(False, (
+                f"{candidate.tag} not promoted: {SCORE} {score:.4f} vs champion {current} "
+                f"{incumbent:.4f}; needs +{margin:.4f}, lost by {incumbent + margin - score:.4f}"))
+    path = _champions_file()
+    champions = json.loads(path.read_text()) if path.exists() else {}
+    champions[name] = candidate.tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(champions, indent=2))
+    os.replace(tmp, path)
+    before = "no champion" if current is None else f"champion {current}"
+    return Verdict(True, f"{candidate.tag} is champion ({SCORE} {score:.4f}; was {before})")

@@ -1,0 +1,89 @@
+"""BentoML model store packaging: exact reload, integrity refusal, promotion gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+import pandas as pd
+import pytest
+import torch
+
+from features.store import open_store, schema_hash
+from irec.config import PlatformConfig
+from serving import package
+from training.eval.evaluate import evaluate_model
+from training.train import build_model, model_config, prepare_data
+
+
+@pytest.fixture(scope="module")
+def untrained(ml100k_workspace):
+    """A real-sized model over real data; training is not what these tests are about."""
+    cfg = PlatformConfig.load("configs/tiny.yaml",
+                              {"features.repo_path": str(ml100k_workspace.repo_path)})
+    data = prepare_data(cfg, log=lambda _: None)
+    torch.manual_seed(0)
+    model = build_model(model_config(cfg, data, log=lambda _: None), data).eval()
+    items = pd.read_parquet(ml100k_workspace.data_dir / "items.parquet")
+    store = open_store(ml100k_workspace)
+    services = {s: schema_hash(store, s) for s in ("retrieval_v1", "ranking_v1")}
+    return model, data, items, services
+
+
+def _save(untrained, score: float) -> str:
+    model, data, items, services = untrained
+    return package.save(model, items, metrics={package.SCORE: score},
+                        dataset_fingerprint="f" * 64, feature_services=services,
+                        genre_names=data.genre_names, log=lambda _: None)
+
+
+def test_a_saved_model_reloads_and_reproduces_its_scores_exactly(untrained):
+    model, data, items, services = untrained
+    tag = _save(untrained, 0.05)
+    loaded = package.load(tag)
+    assert loaded.metadata["feature_services"] == services
+    assert loaded.metadata["dataset_fingerprint"] == "f" * 64
+    assert loaded.items.title[0] == "Toy Story (1995)"
+    assert torch.equal(loaded.item_vectors, model.item_vectors())
+    test = data.test
+    args = [torch.from_numpy(a[:64]) for a in (test.items, test.ratings, test.stamps)]
+    assert torch.equal(loaded.model.score_items(loaded.model.user_state(*args)),
+                       model.score_items(model.user_state(*args)))
+    assert evaluate_model(loaded.model, data, "test") == evaluate_model(model, data, "test")
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "delete a file", "add a file"])
+def test_a_damaged_model_refuses_to_load(untrained, damage):
+    tag = _save(untrained, 0.05)
+    root = Path(bentoml.models.get(tag).path)
+    if damage == "flip a byte":
+        blob = bytearray((root / "model.safetensors").read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        (root / "model.safetensors").write_bytes(bytes(blob))
+        expected = "model.safetensors: sha256"
+    elif damage == "delete a file":
+        (root / "items.json").unlink()
+        expected = "do not match the manifest"
+    else:
+        (root / "extra.bin").write_bytes(b"\0")
+        expected = "do not match the manifest"
+    with pytest.raises(package.IntegrityError, match=expected):
+        package.load(tag)
+
+
+def test_promotion_gate(untrained, monkeypatch, tmp_path):
+    monkeypatch.setattr(package, "_champions_file", lambda: tmp_path / "champions.json")
+    first = _save(untrained, 0.050)
+    assert package.promote(first).promoted
+    assert package.champion() == first
+
+    worse = package.promote(_save(untrained, 0.040))
+    assert not worse.promoted and "lost by 0.0100" in worse.message
+    assert package.champion() == first
+
+    better = _save(untrained, 0.060)
+    assert package.promote(better, margin=0.005).promoted
+    narrow = package.promote(_save(untrained, 0.062), margin=0.005)
+    assert not narrow.promoted and "lost by 0.0030" in narrow.message
+    assert json.loads((tmp_path / "champions.json").read_text()) == {"interest": better}
