@@ -178,6 +178,26 @@ def features_online(
 
 
 @app.command()
+def train(
+    config: ConfigOpt = Path("configs/tiny.yaml"), repo_path: RepoOpt = None,
+    storage_path: Annotated[str | None, typer.Option(help="Checkpoints and reports.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    margin: Annotated[float, typer.Option(help="NDCG@10 gain to replace the champion.")] = 0.0,
+) -> None:
+    """Fine-tune the interest model with Ray Train, evaluate, package in BentoML, promote."""
+    from training.train import run as run_training
+
+    cfg = _load(config, **{"features.repo_path": repo_path,
+                           "training.storage_path": storage_path,
+                           "training.num_workers": num_workers, "training.epochs": epochs})
+    try:
+        run_training(cfg, log=typer.echo, margin=margin)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def run(
     config: ConfigOpt = Path("configs/ml-100k.yaml"), repo_path: RepoOpt = None,
     users: Annotated[list[int], typer.Option("--user", help="Users to show.")] = (1, 2, 3),

@@ -212,18 +212,66 @@ def best_checkpoint(result) -> Checkpoint:
     return max(result.best_checkpoints, key=lambda pair: pair[1][SCORE])[0]
 
 
+def run(cfg: PlatformConfig, log: Callable[[str], None] = print, margin: float = 0.0) -> dict:
+    """Train, evaluate on test beside popularity, package in BentoML, try to promote."""
+    import ray
+
+    from features.store import schema_hash
+    from serving import package
+    from training.baselines.popularity import evaluate_popularity
+
+    if not ray.is_initialized():  # under `ray job submit` this joins the job's cluster
+        ray.init(configure_logging=False)
+    started = time.perf_counter()
+    data = prepare_data(cfg, log)
+    result = fit(cfg, data, log)
+    best = best_checkpoint(result)
+    model = load_checkpoint(best, data)
+    with best.as_directory() as directory:
+        val = json.loads((Path(directory) / "metrics.json").read_text())
+    table = {"interest transformer": evaluate_model(model, data, "test"),
+             "popularity": evaluate_popularity(data, "test")}
+    store = open_store(cfg.features)
+    manifest = read_manifest(cfg.features.data_dir)
+    items = pd.read_parquet(cfg.features.data_dir / "items.parquet")
+    tag = package.save(model, items, metrics={**val, **{f"test_{k}": v for k, v in
+                                                          table["interest transformer"].items()}},
+                       dataset_fingerprint=manifest["fingerprint"],
+                       feature_services={s: schema_hash(store, s)
+                                         for s in ("retrieval_v1", "ranking_v1")},
+                       genre_names=data.genre_names, log=log)
+    verdict = package.promote(tag, margin)
+    log(f"promote: {verdict.message}")
+    report = {"model": tag, "champion": verdict.promoted, "test": table,
+              "validation": val, "seconds": round(time.perf_counter() - started, 1)}
+    out = Path(cfg.training.storage_path) / cfg.training.run_name
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "report.md").write_text(markdown_table(table))
+    log(markdown_table(table))
+    log(f"train: done in {report['seconds']}s; report in {out}")
+    return report
+
+
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    columns = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "rmse", "mae", "like_auc",
+               "intent_acc", "intent_macro_f1"]
+    columns = [c for c in columns if any(c in row for row in table.values())]
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in table.items():
+        cells = [f"{row[c]:.4f}" if c in row else "—" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="validation NDCG@10 gain needed to replace the champion")
     args = parser.parse_args(argv)
-    cfg = PlatformConfig.load(args.config)
-    data = prepare_data(cfg)
-    result = fit(cfg, data)
-    model = load_checkpoint(best_checkpoint(result), data)
-    test = evaluate_model(model, data, "test")
-    print(json.dumps({"test": test}, indent=2, default=float))
+    run(PlatformConfig.load(args.config), margin=args.margin)
 
 
 if __name__ == "__main__":
