@@ -70,3 +70,14 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path):
 
     result = runner.invoke(app, ["features", "build", "--repo-path", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "run `irec ingest` first" in result.output
+
+
+def test_train_command_trains_packages_and_reports(ml100k_workspace, ray_cluster, tmp_path):
+    result = runner.invoke(app, ["train", "--repo-path", str(ml100k_workspace.repo_path),
+                                 "--storage-path", str(tmp_path), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "package: saved interest:" in result.output and "promote:" in result.output
+    report = json.loads((tmp_path / "interest" / "report.json").read_text())
+    assert set(report["test"]) == {"interest transformer", "popularity"}
+    assert report["model"].startswith("interest:")
+    assert "| popularity |" in (tmp_path / "interest" / "report.md").read_text()

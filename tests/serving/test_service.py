@@ -1,0 +1,88 @@
+"""The standalone Bento: `bentoml serve` over a stored model, and `bentoml build`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving import package
+
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+@pytest.fixture(scope="module")
+def served(untrained):
+    model, data, items, services = untrained
+    tag = package.save(model, items, metrics={package.SCORE: 0.0}, dataset_fingerprint="0" * 64,
+                       feature_services=services, genre_names=data.genre_names,
+                       log=lambda _: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "IREC_MODEL_TAG": tag}
+    proc = subprocess.Popen([BENTOML, "serve", "serving.service:InterestRecommender",
+                             "--port", str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "bentoml serve did not start"
+        time.sleep(0.5)
+    yield url, tag, model
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _post(url: str, body) -> httpx.Response:
+    return httpx.post(f"{url}/recommend", json=body, timeout=10)
+
+
+def test_recommend_returns_top_n_unseen_items_from_the_stored_model(served):
+    url, tag, _ = served
+    response = _post(url, {"request": {"history": [{"item_id": 50, "rating": 5,
+                                                    "timestamp": 893286638}],
+                                       "n": 7, "exclude": [1]}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == tag and len(body["items"]) == 7
+    ids = [r["item_id"] for r in body["items"]]
+    assert 50 not in ids and 1 not in ids and len(set(ids)) == 7
+    scores = [r["score"] for r in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"request": {"history": [{"item_id": 99_999}]}}, 400, "history[0].item_id"),
+    ({"request": {"history": []}}, 400, "history"),
+    ({"request": {"history": [{"item_id": 5}], "n": 0}}, 400, "n"),
+    ({"request": {"history": [{"item_id": "five"}]}}, 400, "item_id"),
+    ({"request": {}}, 400, "history"),
+])
+def test_bad_requests_are_400s_naming_the_field(served, body, status, fragment):
+    response = _post(served[0], body)
+    assert response.status_code == status, response.text
+    assert fragment in response.text
+
+
+def test_bentoml_build_packages_the_service(served, tmp_path):
+    _, tag, _ = served
+    env = {**os.environ, "IREC_MODEL_TAG": tag}
+    done = subprocess.run([BENTOML, "build", "-f", "serving/bentofile.yaml", "."], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    listed = subprocess.run([BENTOML, "list", "irec-interest", "-o", "json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "irec-interest" in listed.stdout
