@@ -120,6 +120,9 @@ class TrainingConfig(StrictModel):
     storage_path: str = str(Path.home() / "irec-runs")
     run_name: str = "interest"
     max_failures: int = Field(0, ge=-1)
+    # Same-run comparisons in the report: transformer variants trained with the same budget.
+    # ids_only: no LM text tower (SASRec-style); no_time: no time-gap features or decay.
+    ablations: list[Literal["ids_only", "no_time"]] = ["ids_only", "no_time"]
     # Chaos testing: the first attempt of this epoch raises in the worker (never in presets).
     inject_failure_at_epoch: int | None = None
 

@@ -218,6 +218,7 @@ def run(cfg: PlatformConfig, log: Callable[[str], None] = print, margin: float =
 
     from features.store import schema_hash
     from serving import package
+    from training.baselines.mf import evaluate_biased_mf, evaluate_bpr
     from training.baselines.popularity import evaluate_popularity
 
     if not ray.is_initialized():  # under `ray job submit` this joins the job's cluster
@@ -230,7 +231,16 @@ def run(cfg: PlatformConfig, log: Callable[[str], None] = print, margin: float =
     with best.as_directory() as directory:
         val = json.loads((Path(directory) / "metrics.json").read_text())
     table = {"interest transformer": evaluate_model(model, data, "test"),
-             "popularity": evaluate_popularity(data, "test")}
+             "popularity": evaluate_popularity(data, "test"),
+             "BPR-MF": evaluate_bpr(data, seed=cfg.training.seed)}
+    if data.has_ratings:
+        table["biased MF"] = evaluate_biased_mf(data, seed=cfg.training.seed)
+    for ablation in cfg.training.ablations:
+        variant = _ablation(cfg, ablation)
+        log(f"train: ablation {ablation}")
+        other = fit(variant, data, log)
+        table[f"transformer ({ablation.replace('_', ' ')})"] = evaluate_model(
+            load_checkpoint(best_checkpoint(other), data), data, "test")
     store = open_store(cfg.features)
     manifest = read_manifest(cfg.features.data_dir)
     items = pd.read_parquet(cfg.features.data_dir / "items.parquet")
@@ -247,9 +257,37 @@ def run(cfg: PlatformConfig, log: Callable[[str], None] = print, margin: float =
     out = Path(cfg.training.storage_path) / cfg.training.run_name
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "report.md").write_text(markdown_table(table))
+    plot_curves(result, out / "curves.png")
     log(markdown_table(table))
     log(f"train: done in {report['seconds']}s; report in {out}")
     return report
+
+
+def _ablation(cfg: PlatformConfig, name: str) -> PlatformConfig:
+    t = cfg.training
+    change = {"ids_only": {"lm_mode": "none"}, "no_time": {"use_time": False}}[name]
+    return cfg.model_copy(update={"training": t.model_copy(update={
+        "model": t.model.model_copy(update=change), "run_name": f"{t.run_name}-{name}",
+        "ablations": []})})
+
+
+def plot_curves(result, path: Path) -> None:
+    """PNG of training loss and validation NDCG@10 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])
+    epochs = [m["epoch"] + 1 for m in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [m["train_loss"] for m in rows], marker="o")
+    left.set(title="training loss (weighted heads)", xlabel="epoch")
+    right.plot(epochs, [m[SCORE] for m in rows], marker="o", color="tab:green")
+    right.set(title="validation NDCG@10", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:

@@ -78,6 +78,8 @@ def test_train_command_trains_packages_and_reports(ml100k_workspace, ray_cluster
     assert result.exit_code == 0, result.output
     assert "package: saved interest:" in result.output and "promote:" in result.output
     report = json.loads((tmp_path / "interest" / "report.json").read_text())
-    assert set(report["test"]) == {"interest transformer", "popularity"}
+    assert set(report["test"]) == {"interest transformer", "popularity", "BPR-MF", "biased MF"}
+    assert report["test"]["BPR-MF"]["ndcg@10"] > 0 and report["test"]["biased MF"]["rmse"] < 2
+    assert (tmp_path / "interest" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert report["model"].startswith("interest:")
     assert "| popularity |" in (tmp_path / "interest" / "report.md").read_text()

@@ -49,6 +49,7 @@ class SequenceData:
     test: Split
     seen_users: np.ndarray  # (S,) row index into the splits' users
     seen_items: np.ndarray  # (S,) items each user interacted with (excluded when ranking)
+    seen_ratings: np.ndarray  # (S,) float32 ratings of those events (NaN when implicit)
     genre_names: list[str]
     item_genres: np.ndarray  # (I+1, G) multi-hot, row 0 = padding
     text_embeddings: np.ndarray | None  # (I+1, D) or None when no item has text
@@ -121,6 +122,7 @@ def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: in
         num_items=num_items, max_len=max_len, train=valid, valid=valid, test=test,
         seen_users=row_of.loc[seen.user_id].to_numpy(np.int64),
         seen_items=seen.item_id.to_numpy(np.int64),
+        seen_ratings=seen.rating.to_numpy(np.float32),
         genre_names=names, item_genres=genres, text_embeddings=texts,
         has_ratings=bool(manifest["has_ratings"]), has_timestamps=bool(manifest["has_timestamps"]),
     )
