@@ -125,7 +125,7 @@ def train_func(config: dict) -> None:
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()
-            total += float(losses["total"]) * len(rows)
+            total += float(losses["total"].detach()) * len(rows)
         seconds = time.perf_counter() - tick
 
         # 4. validate, checkpoint, report

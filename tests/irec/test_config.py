@@ -9,7 +9,7 @@ from irec.config import PlatformConfig
 
 
 def test_presets_load_and_point_at_the_shared_datasets(datasets):
-    for name in ("ml-100k", "video-games"):
+    for name in ("ml-100k", "video-games", "tiny", "gpu"):
         cfg = PlatformConfig.load(f"configs/{name}.yaml")
         assert cfg.ingest.path.resolve().is_relative_to(datasets.resolve())
         assert cfg.ingest.path.exists()
