@@ -198,6 +198,25 @@ def train(
 
 
 @app.command()
+def promote(
+    tag: Annotated[str, typer.Argument(help="Model tag, e.g. interest:abc123.")],
+    margin: Annotated[float, typer.Option(help="NDCG@10 gain needed over the champion.")] = 0.0,
+) -> None:
+    """Make a stored model the champion if it beats the current one; exit 1 if refused."""
+    import bentoml
+
+    from serving import package
+
+    try:
+        verdict = package.promote(tag, margin)
+    except (bentoml.exceptions.NotFound, package.IntegrityError) as exc:
+        _fail(str(exc))
+    typer.echo(verdict.message)
+    if not verdict.promoted:
+        raise typer.Exit(1)
+
+
+@app.command()
 def run(
     config: ConfigOpt = Path("configs/ml-100k.yaml"), repo_path: RepoOpt = None,
     users: Annotated[list[int], typer.Option("--user", help="Users to show.")] = (1, 2, 3),

@@ -10,6 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from irec.cli import app
+from serving import package
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -83,3 +84,13 @@ def test_train_command_trains_packages_and_reports(ml100k_workspace, ray_cluster
     assert (tmp_path / "interest" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert report["model"].startswith("interest:")
     assert "| popularity |" in (tmp_path / "interest" / "report.md").read_text()
+
+    trained = package.load(report["model"])
+    worse = package.save(trained.model, trained.items, metrics={package.SCORE: 0.0},
+                         dataset_fingerprint="0" * 64,
+                         feature_services=trained.metadata["feature_services"],
+                         genre_names=trained.metadata["genre_names"], log=lambda _: None)
+    refused = runner.invoke(app, ["promote", worse])
+    assert refused.exit_code == 1 and "lost by" in refused.output
+    missing = runner.invoke(app, ["promote", "interest:doesnotexist"])
+    assert missing.exit_code == 2 and "error:" in missing.output
