@@ -24,6 +24,7 @@ from feast import (
     FileSource,
     OnDemandFeatureView,
 )
+from feast.errors import FeatureViewNotFoundException
 
 from feature_repo import definitions
 from irec.config import FeatureConfig
@@ -162,5 +163,5 @@ def schema_hash(store: FeatureStore, service: str) -> str:
 def _any_view(store: FeatureStore, name: str):
     try:
         return store.get_feature_view(name)
-    except Exception:  # noqa: BLE001 - Feast raises a view-kind specific NotFound error
+    except FeatureViewNotFoundException:  # an on-demand view lives in its own registry list
         return store.get_on_demand_feature_view(name)
