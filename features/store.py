@@ -69,10 +69,6 @@ def apply(store: FeatureStore, log: Callable[[str], None] = print) -> list[str]:
     return names
 
 
-def _views(store: FeatureStore) -> list[FeatureView]:
-    return store.list_feature_views()
-
-
 def materialize(
     store: FeatureStore,
     *,
@@ -90,7 +86,7 @@ def materialize(
     end = end or datetime.now(UTC)
     windows: dict[str, tuple[datetime, datetime]] = {}
     began = time.perf_counter()
-    for view in _views(store):
+    for view in store.list_feature_views():
         view_start = start or EPOCH
         if incremental and view.most_recent_end_time is not None:
             view_start = view.most_recent_end_time

@@ -66,9 +66,11 @@ def user_history(events: pd.DataFrame, history_length: int) -> pa.Table:
     )
 
 
-def _cumulative(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Cumulative count and mean rating per key, at the last row of each (key, time)."""
-    ev = frame.sort_values([key, "event_timestamp"], kind="stable")
+def _cumulative(ev: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Cumulative count and mean rating per key, at the last row of each (key, time).
+
+    ``ev`` must be sorted by key, then time (``_sorted``).
+    """
     grouped = ev.groupby(key, sort=False)
     count = grouped.cumcount().to_numpy() + 1
     rated = ev["rating"].notna().astype("int64")
@@ -90,8 +92,12 @@ def _cumulative(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     )
 
 
+def _sorted(events: pd.DataFrame, key: str) -> pd.DataFrame:
+    return events.sort_values([key, "event_timestamp"], kind="stable")
+
+
 def user_stats(events: pd.DataFrame) -> pd.DataFrame:
-    cum = _cumulative(events, "user_id")
+    cum = _cumulative(_sorted(events, "user_id"), "user_id")
     return pd.DataFrame(
         {
             "user_id": cum["user_id"], "event_timestamp": cum["event_timestamp"],
@@ -103,8 +109,8 @@ def user_stats(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def item_stats(events: pd.DataFrame, window_days: int) -> pd.DataFrame:
-    cum = _cumulative(events, "item_id")
-    ev = events.sort_values(["item_id", "event_timestamp"], kind="stable")
+    ev = _sorted(events, "item_id")
+    cum = _cumulative(ev, "item_id")
     seconds = epoch_seconds(ev["event_timestamp"])
     # Sortable composite key item * span + time: a window search never crosses items.
     span = int(seconds.max()) + 1

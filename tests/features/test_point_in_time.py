@@ -101,7 +101,8 @@ def test_hand_built_case(workspace):
             (2, t0 + 5 * DAY), (3, t0)]
     entity_df = pd.DataFrame(rows, columns=["user_id", "t"])
     entity_df["event_timestamp"] = pd.to_datetime(entity_df.pop("t"), unit="s", utc=True)
-    entity_df["user_id"] = entity_df.user_id.map(lambda u: _id_maps(cfg)[0].get(u, 10_000))
+    user_ids = _id_maps(cfg)[0]
+    entity_df["user_id"] = entity_df.user_id.map(lambda u: user_ids.get(u, 10_000))
     got = _observed(training_set(store, entity_df, REFS))
     counts = [g["user_event_count"] for g in got]
     # before any event; both same-second events; unchanged 5 days on; TTL edge inclusive;

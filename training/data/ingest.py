@@ -29,7 +29,12 @@ import pyarrow.parquet as pq
 
 from irec.config import IngestConfig
 from training.data import movielens
-from training.data.readers import read_generic, read_movielens_100k, read_sasrec
+from training.data.readers import (
+    MOVIELENS_FILES,
+    read_generic,
+    read_movielens_100k,
+    read_sasrec,
+)
 from training.data.schema import (
     ARROW_SCHEMAS,
     EVENT_COLUMNS,
@@ -95,8 +100,8 @@ class _Reader:
 def _reader(cfg: IngestConfig, log: Callable[[str], None]) -> _Reader:
     if cfg.format == "movielens-100k":
         folder = cfg.path or movielens.download(cfg.download_dir, log)
-        names = ("u.data", "u.item", "u.genre", "u.user")
-        return _Reader([Path(folder) / n for n in names], lambda: read_movielens_100k(folder))
+        return _Reader([Path(folder) / n for n in MOVIELENS_FILES],
+                       lambda: read_movielens_100k(folder))
     if cfg.path is None:
         raise IngestError("ingest.path", f"format {cfg.format!r} needs a path to the input file")
     if cfg.format == "sasrec":

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data.schema import IngestError, RawDataset, RawTable, require_columns
+from training.data.schema import IngestError, RawDataset, RawTable, first_bad, require_columns
 
 # Sequence-only data has order but no clock: event k of a user is stamped ORIGIN + k * STEP.
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-01", tz="UTC")
 SYNTHETIC_STEP = pd.Timedelta(hours=1)
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
+MOVIELENS_FILES = ("u.data", "u.item", "u.genre", "u.user")
 
 
 def _existing(path: Path) -> Path:
@@ -69,9 +70,8 @@ def read_any(path: Path, names: list[str] | None = None) -> RawTable:
 
 
 def _check_field_count(table: RawTable, columns: list[str]) -> None:
-    short = table.frame[columns].isna().any(axis=1)
-    if short.any():
-        row = int(short.to_numpy().nonzero()[0][0])
+    row = first_bad(table.frame[columns].isna().any(axis=1))
+    if row is not None:
         missing = [c for c in columns if pd.isna(table.frame[c].iloc[row])]
         raise table.error(f"too few fields: no value for {missing}", row=row, field=missing[0])
 
@@ -116,7 +116,7 @@ def read_movielens_100k(folder: Path) -> RawDataset:
     )
     return RawDataset(
         events=events, items=items, users=users, has_timestamps=True,
-        inputs=[folder / n for n in ("u.data", "u.item", "u.genre", "u.user")],
+        inputs=[folder / n for n in MOVIELENS_FILES],
     )
 
 
@@ -126,9 +126,8 @@ def read_sasrec(path: Path) -> RawDataset:
     _check_field_count(events, ["user_id", "item_id"])
     frame = events.frame
     for col in ("user_id", "item_id"):
-        bad = ~frame[col].str.fullmatch(r"\d+")
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
+        row = first_bad(~frame[col].str.fullmatch(r"\d+"))
+        if row is not None:
             raise events.error(
                 f"{frame[col].iloc[row]!r} is not an integer id", row=row, field=col
             )
@@ -156,9 +155,8 @@ def read_generic(
         frame["text"] = frame["text"].fillna("") if "text" in frame else ""
         if "year" in frame:
             years = pd.to_numeric(frame["year"], errors="coerce")
-            bad = years.isna() & frame["year"].notna()
-            if bad.any():
-                row = int(bad.to_numpy().nonzero()[0][0])
+            row = first_bad(years.isna() & frame["year"].notna())
+            if row is not None:
                 raise items.error(
                     f"year {frame['year'].iloc[row]!r} is not a number", row=row, field="year"
                 )

@@ -20,11 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-EVENT_COLUMNS = ["user_id", "item_id", "rating", "event_timestamp"]
-ITEM_COLUMNS = ["item_id", "raw_item_id", "title", "genres", "year", "text", "event_timestamp"]
-USER_COLUMNS = [
-    "user_id", "raw_user_id", "age", "gender", "occupation", "zip_code", "event_timestamp",
-]
 USER_PROFILE_FIELDS = ["age", "gender", "occupation", "zip_code"]
 
 # Explicit parquet schemas: inference would type an all-empty column as null, which Feast
@@ -42,6 +37,9 @@ ARROW_SCHEMAS = {
                         ("occupation", pa.string()), ("zip_code", pa.string()),
                         ("event_timestamp", _TIME)]),
 }
+EVENT_COLUMNS = ARROW_SCHEMAS["events"].names
+ITEM_COLUMNS = ARROW_SCHEMAS["items"].names
+USER_COLUMNS = ARROW_SCHEMAS["users"].names
 
 
 class IngestError(ValueError):
