@@ -125,7 +125,7 @@ def load(tag: str = f"{MODEL_NAME}:latest") -> PackagedModel:
     model.load_state_dict(load_file(root / "model.safetensors"))
     return PackagedModel(
         tag=str(stored.tag), model=model.eval(),
-        items=pd.read_json(root / "items.json", orient="records"),
+        items=pd.read_json(root / "items.json", orient="records", dtype=False),
         item_vectors=load_file(root / "item_vectors.safetensors")["item_vectors"],
         metadata=dict(stored.info.metadata),
         metrics=json.loads((root / "metrics.json").read_text()),

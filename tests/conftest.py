@@ -15,10 +15,12 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
+import torch
 
-from irec.config import FeatureConfig, IngestConfig
+from irec.config import FeatureConfig, IngestConfig, PlatformConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -101,3 +103,22 @@ def ray_cluster():
              configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def untrained(ml100k_workspace):
+    """A real-sized model over real data; training is not what these tests are about."""
+    from features.store import open_store, schema_hash
+    from training.train import build_model, model_config, prepare_data
+
+    cfg = PlatformConfig.load("configs/tiny.yaml",
+                              {"features.repo_path": str(ml100k_workspace.repo_path)})
+    data = prepare_data(cfg, log=lambda _: None)
+    torch.manual_seed(0)
+    model = build_model(model_config(cfg, data, log=lambda _: None), data).eval()
+    items = pd.read_parquet(ml100k_workspace.data_dir / "items.parquet")
+    store = open_store(ml100k_workspace)
+    services = {s: schema_hash(store, s) for s in ("retrieval_v1", "ranking_v1")}
+    return model, data, items, services
+
+

@@ -1,0 +1,1 @@
+"""Ray Serve application: retrieval -> intent -> ranking over HTTP and gRPC."""

@@ -1,0 +1,114 @@
+"""The recommendation application: Retrieval -> Intent -> Ranking behind an HTTP/gRPC Ingress.
+
+    serve run ray_apps.app:build_app feature_repo=/path/to/workspace model_tag=champion
+    irec serve --config configs/tiny.yaml            # the same, from the platform config
+
+``build_app`` is a typed Ray Serve app builder: Serve validates its arguments into ``AppArgs``
+(from the command line or the ``args`` block of a Serve config). Each stage's runtime knobs go
+in as ``user_config`` so that a config update (``irec rollout``, the chart's
+``serveConfigV2``) reconfigures running replicas in place. ``serve_config`` writes the Serve
+config file (what ``serve build`` writes) from the same builder: the file the Helm chart embeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bentoml
+from ray import serve
+from ray.serve._private.build_app import build_app as build_deployments
+from ray.serve.config import gRPCOptions
+from ray.serve.deployment import Application, Deployment, deployment_to_schema
+from ray.serve.schema import LoggingConfig, ServeApplicationSchema, ServeDeploySchema
+
+from features.store import open_store
+from irec.config import FeatureConfig
+from ray_apps.config import AppArgs, DeploymentKnobs
+from ray_apps.ingress import Ingress
+from ray_apps.intent import Intent
+from ray_apps.models import check_contract, resolve_tag
+from ray_apps.ranking import Ranking
+from ray_apps.retrieval import Retrieval
+
+IMPORT_PATH = "ray_apps.app:build_app"
+GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
+
+
+def _placed(deployment: Deployment, knobs: DeploymentKnobs, user_config: dict | None) -> Deployment:
+    options: dict[str, Any] = {
+        "num_replicas": knobs.num_replicas,
+        "max_ongoing_requests": knobs.max_ongoing_requests,
+        "max_queued_requests": knobs.max_queued_requests,
+        "max_constructor_retry_count": knobs.max_constructor_retry_count,
+        "ray_actor_options": {"num_cpus": knobs.num_cpus},
+    }
+    if user_config is not None:
+        options["user_config"] = user_config
+    return deployment.options(**options)
+
+
+def grpc_options(port: int = 9000, request_timeout_s: float | None = None) -> gRPCOptions:
+    return gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER],
+                       request_timeout_s=request_timeout_s)
+
+
+def build_app(args: AppArgs) -> Application:
+    """The composed application; every knob comes from ``args``."""
+    retrieval_knobs, intent_knobs, ranking_knobs = args.knobs()
+    store = {"feature_repo": args.feature_repo, "online_store": args.online_store}
+    retrieval = _placed(Retrieval, args.placement("Retrieval"),
+                        retrieval_knobs.model_dump()).bind(
+        **store, threads=args.placement("Retrieval").threads)
+    intent = _placed(Intent, args.placement("Intent"), intent_knobs.model_dump()).bind(
+        **store, lm_model=args.lm_model, threads=args.placement("Intent").threads)
+    ranking = _placed(Ranking, args.placement("Ranking"), ranking_knobs.model_dump()).bind(
+        **store, threads=args.placement("Ranking").threads)
+    return _placed(Ingress, args.placement("Ingress"), None).bind(
+        retrieval, intent, ranking, default_n=args.default_n)
+
+
+def serve_config(args: AppArgs, *, name: str = "irec", http_port: int = 8000,
+                 grpc_port: int = 9000, request_timeout_s: float = 10.0) -> dict:
+    """The Serve config (``serve build``'s format) of ``build_app(args)``, validated."""
+    built = build_deployments(build_app(args), name=name)
+    application = ServeApplicationSchema(
+        name=name, route_prefix="/", import_path=IMPORT_PATH,
+        args=args.model_dump(mode="json", exclude_defaults=True),
+        deployments=[deployment_to_schema(d) for d in built.deployments],
+    ).model_dump(mode="json", exclude_unset=True)
+    config = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": http_port,
+                         "request_timeout_s": request_timeout_s},
+        "grpc_options": {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
+        "logging_config": LoggingConfig(enable_access_log=False).model_dump(mode="json"),
+        "applications": [application],
+    }
+    ServeDeploySchema.model_validate(config)
+    return config
+
+
+def preflight(args: AppArgs) -> str:
+    """Fail fast, before any replica starts: the model exists and matches the feature store.
+
+    Returns the concrete model tag. The replicas run the same check when they load a model.
+    """
+    store = open_store(FeatureConfig(repo_path=args.feature_repo,
+                                     online_store=args.online_store))
+    tags = {k.model_tag for k in args.knobs()}
+    for tag in tags:
+        stored = bentoml.models.get(resolve_tag(tag))
+        check_contract(dict(stored.info.metadata), store, str(stored.tag))
+    return str(bentoml.models.get(resolve_tag(args.model_tag)).tag)
+
+
+def start(args: AppArgs, *, http_port: int = 8000, grpc_port: int = 9000,
+          request_timeout_s: float = 10.0, access_log: bool = False, name: str = "irec"):
+    """Start Serve's proxies on this Ray cluster and run the application; returns its handle."""
+    preflight(args)
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port,
+                              "request_timeout_s": request_timeout_s},
+                grpc_options=grpc_options(grpc_port, request_timeout_s),
+                logging_config=LoggingConfig(enable_access_log=access_log))
+    return serve.run(build_app(args), name=name, route_prefix="/",
+                     logging_config=LoggingConfig(enable_access_log=access_log))

@@ -1,0 +1,177 @@
+"""Ingress: the HTTP (FastAPI) and gRPC front of the pipeline.
+
+    POST /recommend   RecommendRequest -> RecommendResponse      (OpenAPI at /docs)
+    GET  /healthz     {"status": "ok", "model": <tag>}
+    gRPC irec.v1.Recommender/Recommend and /Health                (serving/recommend.proto)
+
+Both protocols validate into the same pydantic request and run the same ``recommend``. Bad
+input is a 4xx naming the field (gRPC: INVALID_ARGUMENT / NOT_FOUND with the same message):
+wrong types and ranges 422, unknown user 404, oversized body 413, wrong content type 415.
+Overload is Serve's own admission control: 503 / RESOURCE_EXHAUSTED.
+
+(No ``from __future__ import annotations`` here: FastAPI must see the real body type.)
+"""
+
+import time
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter
+
+from ray_apps.retrieval import Query
+from ray_apps.schemas import (
+    MAX_BODY_BYTES,
+    Health,
+    RecommendRequest,
+    RecommendResponse,
+    describe,
+    from_proto,
+    to_proto,
+)
+from serving import recommend_pb2 as pb
+
+GRPC_CODES = {404: grpc.StatusCode.NOT_FOUND, 422: grpc.StatusCode.INVALID_ARGUMENT}
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+class BodyGuard:
+    """ASGI middleware: JSON only (415), bodies up to ``max_bytes`` (413), before parsing."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind != b"application/json":
+            await _reject(send, 415, "Content-Type",
+                          f"expected application/json, got {kind.decode() or 'nothing'!r}")
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _reject(send, 413, "body", f"{int(declared)} bytes > limit {self.max_bytes}")
+            return
+        body = b""
+        while True:  # also bounds chunked bodies that declare no length
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _reject(send, 413, "body", f"more than {self.max_bytes} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _reject(send, status: int, field: str, message: str) -> None:
+    response = JSONResponse({"error": f"{field}: {message}", "field": field}, status_code=status)
+    await response({"type": "http"}, None, send)
+
+
+def create_api(max_body_bytes: int) -> FastAPI:
+    api = FastAPI(title="irec recommendations",
+                  description="Retrieval -> intent -> ranking over the user interest model.")
+    api.add_middleware(BodyGuard, max_bytes=max_body_bytes)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0])
+                  for e in exc.errors()]  # loc[0] is "body", "query" or "path"
+        message = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors(),
+                                                                strict=True))
+        return JSONResponse({"error": message, "field": fields[0]}, status_code=422)
+
+    @api.exception_handler(RequestError)
+    async def _bad(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+
+    return api
+
+
+API = create_api(MAX_BODY_BYTES)
+
+
+@serve.deployment
+@serve.ingress(API)
+class Ingress:
+    def __init__(self, retrieval: DeploymentHandle, intent: DeploymentHandle,
+                 ranking: DeploymentHandle, default_n: int) -> None:
+        self.retrieval, self.intent, self.ranking = retrieval, intent, ranking
+        self.default_n = default_n
+        self.requests = Counter("irec_requests_total", description="Answered requests",
+                                tag_keys=("protocol",))
+        self.cold_starts = Counter("irec_cold_start_total",
+                                   description="Requests answered by the cold-start fallback")
+
+    async def recommend(self, request: RecommendRequest, protocol: str) -> RecommendResponse:
+        began = time.perf_counter()
+        query = Query(user_id=request.user_id, exclude=request.exclude)
+        if request.history is not None:
+            query.items = [e.item_id for e in request.history]
+            query.stamps = [e.timestamp for e in request.history]
+            query.ratings = [e.rating for e in request.history]
+        n = request.n if "n" in request.model_fields_set else self.default_n
+        retrieved = self.retrieval.remote(query)
+        intent = self.intent.remote(retrieved, request.query)
+        ranked = self.ranking.remote(retrieved, intent, n)
+        retrieved, intent, ranked = await retrieved, await intent, await ranked
+        for error in (retrieved.error, intent.error):
+            if error:
+                raise RequestError(error["status"], error["field"], error["message"])
+        if retrieved.cold_start:
+            self.cold_starts.inc()
+        self.requests.inc(tags={"protocol": protocol})
+        dist = dict(sorted(zip(intent.genres, intent.intent, strict=True), key=lambda kv: -kv[1]))
+        latency = {**retrieved.latency_ms, **intent.latency_ms, **ranked.latency_ms,
+                   "total": round((time.perf_counter() - began) * 1000, 3)}
+        return RecommendResponse(items=ranked.items, intent=dist, model=retrieved.model,
+                                 cold_start=retrieved.cold_start,
+                                 cold_start_reason=retrieved.cold_start_reason,
+                                 latency_ms=latency)
+
+    @API.post("/recommend", response_model=RecommendResponse)
+    async def recommend_http(self, body: RecommendRequest) -> RecommendResponse:
+        return await self.recommend(body, "http")
+
+    @API.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        return Health(status="ok", model=await self.retrieval.model_tag.remote())
+
+    async def Recommend(self, message: pb.RecommendRequest,  # noqa: N802 (gRPC method name)
+                        grpc_context: RayServegRPCContext) -> pb.RecommendResponse:
+        try:
+            request = from_proto(message)
+            return to_proto(await self.recommend(request, "grpc"))
+        except ValidationError as exc:
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(describe(exc))
+        except RequestError as exc:
+            grpc_context.set_code(GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT))
+            grpc_context.set_details(str(exc))
+        return pb.RecommendResponse()
+
+    async def Health(self, message: pb.HealthRequest) -> pb.HealthResponse:  # noqa: N802
+        return pb.HealthResponse(status="ok", model=await self.retrieval.model_tag.remote())

@@ -1,0 +1,128 @@
+"""The packaged model as the Serve stages use it, behind a small versioned cache.
+
+Every stage that needs the model holds a ``ModelCache``. A request carries the tag that
+Retrieval used, and Intent and Ranking look that same tag up, so a request never mixes two
+model versions, even while ``reconfigure`` swaps the current one (hot swap). Loading checks
+the model's feature contract against the feature store the app is pointed at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import bentoml
+import numpy as np
+import torch
+from feast import FeatureStore
+
+from features.store import schema_hash
+from serving import package
+from training.models.interest import InterestTransformer
+
+
+class ContractError(RuntimeError):
+    """The model was trained against a different feature-service schema than the store's."""
+
+
+@dataclass
+class ServingModel:
+    tag: str
+    model: InterestTransformer
+    item_vectors: torch.Tensor  # (I+1, D)
+    titles: list[str]  # by item id; [0] is padding
+    raw_ids: list[str]
+    genres: list[list[str]]
+    genre_names: list[str]
+    genre_matrix: torch.Tensor  # (I+1, G) rows sum to 1 (or 0 for items without genres)
+    text: torch.Tensor | None  # (I+1, E) L2-normalised item text embeddings, or None
+
+    @property
+    def num_items(self) -> int:
+        return self.model.cfg.num_items
+
+
+def resolve_tag(tag: str) -> str:
+    """``champion`` -> the promoted tag; anything else as BentoML resolves it."""
+    if tag == "champion":
+        current = package.champion()
+        if current is None:
+            raise LookupError("model_tag 'champion': no model has been promoted yet "
+                              "(run training, or `irec promote <tag>`)")
+        return current
+    return tag
+
+
+def check_contract(metadata: dict, store: FeatureStore, tag: str) -> None:
+    services = metadata.get("feature_services") or {}
+    if not services:
+        raise ContractError(f"{tag} records no feature services; refusing to serve it")
+    for service, expected in services.items():
+        actual = schema_hash(store, service)
+        if actual != expected:
+            raise ContractError(
+                f"{tag} was trained on feature service {service!r} with schema hash "
+                f"{expected[:12]}..., but the feature store at {store.repo_path} has "
+                f"{actual[:12]}...; refusing to start (re-train or point at the right store)")
+
+
+def load(tag: str, store: FeatureStore) -> ServingModel:
+    packaged = package.load(resolve_tag(tag))
+    check_contract(packaged.metadata, store, packaged.tag)
+    model = packaged.model
+    n = model.cfg.num_items + 1
+    items = packaged.items.set_index("item_id").reindex(range(n))
+    titles = items["title"].fillna("").astype(str).tolist()
+    raw_ids = items["raw_item_id"].fillna("").astype(str).tolist()
+    genres = [list(g) if isinstance(g, list | np.ndarray) else [] for g in items["genres"]]
+    names = list(packaged.metadata.get("genre_names") or [])
+    matrix = torch.zeros(n, len(names))
+    index = {g: j for j, g in enumerate(names)}
+    for i, row in enumerate(genres):
+        for g in row:
+            if g in index:
+                matrix[i, index[g]] = 1.0
+    matrix = matrix / matrix.sum(-1, keepdim=True).clamp(min=1.0)
+    text = None
+    if model.cfg.text_dim:
+        text = torch.nn.functional.normalize(model.text.float(), dim=-1)
+    return ServingModel(tag=packaged.tag, model=model, item_vectors=packaged.item_vectors,
+                        titles=titles, raw_ids=raw_ids, genres=genres, genre_names=names,
+                        genre_matrix=matrix, text=text)
+
+
+class ModelCache:
+    """The current model plus the previous one (for requests in flight during a swap)."""
+
+    def __init__(self, store: FeatureStore, keep: int = 2) -> None:
+        self.store = store
+        self.keep = keep
+        self._models: OrderedDict[str, ServingModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.current: str | None = None
+
+    def switch(self, tag: str) -> ServingModel:
+        """Load ``tag`` (fully, before anything points at it) and make it current.
+
+        ``champion`` and ``name:latest`` are resolved to a concrete tag here, once.
+        """
+        model = self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
+        self.current = model.tag
+        return model
+
+    def get(self, tag: str | None = None) -> ServingModel:
+        wanted = tag or self.current
+        if wanted is None:
+            raise LookupError("no model loaded yet")
+        with self._lock:
+            if wanted in self._models:
+                self._models.move_to_end(wanted)
+                return self._models[wanted]
+        model = load(wanted, self.store)  # outside the lock: requests keep being served
+        with self._lock:
+            self._models[model.tag] = model
+            self._models.move_to_end(model.tag)
+            while len(self._models) > self.keep:
+                self._models.popitem(last=False)
+        return model

@@ -1,0 +1,127 @@
+"""Ranking: score the K candidates with the ranking heads and features, keep the top N.
+
+Fused score = sum of weighted, z-scored terms (weights in ``user_config``):
+  retrieval  next-item score from the evolution head (the candidate's retrieval score);
+  rating     the intensity head's predicted rating;
+  like       the decay head's P(like), with history pooled by the learned decay at request time;
+  intent     the intent distribution . the item's genres;
+  query      the query's LM similarity to the item text (when a query is given);
+  popularity the trailing-window popularity from Feast ``item_stats``.
+Cold start has no user state: popularity within intent (popularity x intent match).
+Each pick is explained: how well it matches the intent, through which genres, and the history
+items whose item vectors are closest to it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from ray import serve
+
+from features.store import online_features, open_store
+from irec.config import FeatureConfig
+from ray_apps.config import RankingKnobs
+from ray_apps.intent import IntentResult
+from ray_apps.models import ModelCache, ServingModel
+from ray_apps.retrieval import Candidates
+
+
+class Ranked(BaseModel):
+    items: list[dict] = []  # ScoredItem fields
+    latency_ms: dict[str, float] = {}
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    if x.numel() < 2:
+        return torch.zeros_like(x)
+    return (x - x.mean()) / x.std().clamp(min=1e-6)
+
+
+@serve.deployment
+class Ranking:
+    def __init__(self, feature_repo: str, online_store: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
+        self.models = ModelCache(self.store)
+        self.knobs: RankingKnobs | None = None
+
+    def reconfigure(self, config: dict) -> None:
+        knobs = RankingKnobs.model_validate(config)
+        self.models.switch(knobs.model_tag)
+        self.knobs = knobs
+
+    def __call__(self, retrieved: Candidates, intent: IntentResult, n: int) -> Ranked:
+        began = time.perf_counter()
+        if retrieved.error or intent.error or not retrieved.candidates:
+            return Ranked()
+        model = self.models.get(retrieved.model)
+        cands = torch.tensor(retrieved.candidates)  # (K,)
+        tick = time.perf_counter()
+        got = online_features(self.store, [{"item_id": int(i)} for i in cands],
+                              ["item_stats:item_popularity_window"])
+        feast_ms = (time.perf_counter() - tick) * 1000
+        pop = torch.tensor(np.nan_to_num(np.array(got["item_popularity_window"], dtype=float)))
+        pop = torch.log1p(pop.float())  # (K,)
+        dist = torch.tensor(intent.intent) if intent.intent else None  # (G,)
+        match = (model.genre_matrix[cands] @ dist if dist is not None
+                 else torch.zeros(len(cands)))  # (K,)
+        if retrieved.state is None:
+            score = (pop + 1.0) * (0.1 + match)
+        else:
+            score = self._fuse(model, retrieved, cands, match, pop, intent.query_match)
+        top = torch.topk(score, min(n, len(cands)))
+        picks = cands[top.indices]
+        because = self._because(model, retrieved, picks)
+        items = []
+        for rank, (item, s) in enumerate(zip(picks.tolist(), top.values.tolist(), strict=True)):
+            genres = model.genres[item]
+            favoured = sorted(genres, key=lambda g: -float(dist[model.genre_names.index(g)])
+                              if dist is not None and g in model.genre_names else 0.0)
+            items.append({
+                "item_id": item, "raw_item_id": model.raw_ids[item], "title": model.titles[item],
+                "genres": genres, "score": float(s),
+                "explanation": {
+                    "intent_match": float(match[top.indices[rank]]), "intent_genres": favoured,
+                    "because_of": because[rank],
+                    "because_of_titles": [model.titles[h] for h in because[rank]]}})
+        ms = (time.perf_counter() - began) * 1000
+        return Ranked(items=items, latency_ms={"ranking": round(ms, 3),
+                                               "ranking_feast": round(feast_ms, 3)})
+
+    def _fuse(self, model: ServingModel, retrieved: Candidates, cands: torch.Tensor,
+              match: torch.Tensor, pop: torch.Tensor, query_match: list[float] | None):
+        w = self.knobs.weights
+        net = model.model
+        state = torch.tensor(retrieved.state).expand(len(cands), -1)  # (K, D)
+        vectors = model.item_vectors[cands]  # (K, D)
+        score = w.retrieval * zscore(torch.tensor(retrieved.scores))
+        score = score + w.intent * zscore(match) + w.popularity * zscore(pop)
+        if query_match is not None:
+            score = score + w.query * zscore(torch.tensor(query_match))
+        if net.cfg.use_ratings:
+            with torch.no_grad():
+                score = score + w.rating * zscore(net.rating(state, vectors))
+                pooled = torch.zeros_like(state)
+                if net.cfg.use_time and retrieved.items:
+                    items = torch.tensor([retrieved.items])  # (1, T)
+                    stamps = torch.tensor([retrieved.stamps])
+                    at = torch.tensor([[retrieved.as_of]])  # (1, 1)
+                    pooled = net.decayed_history(items, stamps, at)[0].expand_as(state)
+                score = score + w.like * zscore(torch.sigmoid(net.like_logit(state, vectors,
+                                                                            pooled)))
+        return score  # (K,)
+
+    def _because(self, model: ServingModel, retrieved: Candidates,
+                 picks: torch.Tensor) -> list[list[int]]:
+        """Per pick, the history items whose vectors are most similar to it."""
+        top = self.knobs.explain_top
+        history = sorted(set(retrieved.items))
+        if not history or not top:
+            return [[] for _ in picks]
+        unit = torch.nn.functional.normalize(model.item_vectors, dim=-1)
+        sims = unit[picks] @ unit[history].T  # (N, H)
+        best = sims.topk(min(top, len(history)), dim=-1).indices
+        return [[history[j] for j in row] for row in best.tolist()]

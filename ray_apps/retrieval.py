@@ -1,0 +1,180 @@
+"""Retrieval: the user's recent events -> user state -> top-K candidates, seen items removed.
+
+History comes from the Feast online store (``retrieval_v1``: the last N events and their
+decay at request time) for a known user, or from the request for an anonymous one. Scores are
+exact: the state against the whole item matrix (one (B, D) x (D, I) product; exact scoring
+stays under a millisecond up to ~10^5 items on one core, above which an ANN index would pay).
+Cold start (a known user with no history, or features older than the ``user_history`` TTL):
+the most popular items (Feast ``item_stats``), flagged for the later stages.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from ray import serve
+
+from features.store import online_features, open_store
+from irec.config import FeatureConfig
+from ray_apps.config import RetrievalKnobs
+from ray_apps.models import ModelCache, ServingModel
+
+
+class Query(BaseModel):
+    user_id: int | None = None
+    items: list[int] = []  # explicit history of an anonymous user, oldest first
+    stamps: list[int] = []
+    ratings: list[float | None] = []
+    exclude: list[int] = []
+
+
+class Candidates(BaseModel):
+    model: str
+    error: dict | None = None  # {"status", "field", "message"} for a bad request
+    cold_start: bool = False
+    cold_start_reason: str = ""
+    state: list[float] | None = None  # (D,) user state; None on cold start
+    items: list[int] = []  # history used, oldest first
+    stamps: list[int] = []
+    ratings: list[float | None] = []
+    as_of: int = 0
+    candidates: list[int] = []
+    scores: list[float] = []
+    exclude: list[int] = []
+    latency_ms: dict[str, float] = {}
+
+
+def bad(model: str, field: str, message: str, status: int = 422) -> Candidates:
+    return Candidates(model=model, error={"status": status, "field": field, "message": message})
+
+
+@serve.deployment
+class Retrieval:
+    def __init__(self, feature_repo: str, online_store: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
+        self.ttl_s = self.store.get_feature_view("user_history").ttl.total_seconds()
+        self.models = ModelCache(self.store)
+        self.knobs: RetrievalKnobs | None = None
+        self.popularity: np.ndarray | None = None
+
+    def reconfigure(self, config: dict) -> None:
+        knobs = RetrievalKnobs.model_validate(config)
+        model = self.models.switch(knobs.model_tag)
+        self.popularity = self._popularity(model.num_items)
+        self.retrieve.set_max_batch_size(knobs.max_batch_size)
+        self.retrieve.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
+        self.knobs = knobs
+
+    def _popularity(self, num_items: int) -> np.ndarray:
+        """(I+1,) trailing-window popularity, the all-time count breaking ties."""
+        rows = [{"item_id": i} for i in range(1, num_items + 1)]
+        got = online_features(self.store, rows, ["item_stats:item_popularity_window",
+                                                 "item_stats:item_event_count"])
+        window = np.nan_to_num(np.array(got["item_popularity_window"], dtype=float))
+        total = np.nan_to_num(np.array(got["item_event_count"], dtype=float))
+        return np.concatenate([[-np.inf], window + total / (total.max() + 1.0)])
+
+    def model_tag(self) -> str:
+        return self.models.current or ""
+
+    async def __call__(self, query: Query) -> Candidates:
+        return await self.retrieve(query)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    async def retrieve(self, queries: list[Query]) -> list[Candidates]:
+        began = time.perf_counter()
+        knobs = self.knobs
+        model = self.models.get()
+        now = knobs.as_of if knobs.as_of is not None else int(time.time())
+        out: list[Candidates | None] = [self._check(q, model) for q in queries]
+        users = [i for i, q in enumerate(queries) if out[i] is None and q.user_id is not None]
+        feast_ms = 0.0
+        histories: dict[int, tuple[list, list, list]] = {}
+        if users:
+            tick = time.perf_counter()
+            got = online_features(self.store, [{"user_id": queries[i].user_id} for i in users],
+                                  "retrieval_v1", request_ts=now)
+            feast_ms = (time.perf_counter() - tick) * 1000
+            for row, i in enumerate(users):
+                out[i] = self._from_features(queries[i], got, row, model, now)
+                if out[i] is None:
+                    histories[i] = (got["hist_item_ids"][row], got["hist_timestamps"][row],
+                                    got["hist_ratings"][row])
+        for i, q in enumerate(queries):
+            if out[i] is None and q.user_id is None:
+                histories[i] = (q.items, q.stamps, q.ratings)
+        if histories:
+            self._score(queries, histories, out, model, knobs.k, now)
+        ms = (time.perf_counter() - began) * 1000
+        for c in out:
+            c.latency_ms.update(feast=round(feast_ms, 3), retrieval=round(ms, 3))
+        return out
+
+    def _check(self, q: Query, model: ServingModel) -> Candidates | None:
+        for i, item in enumerate(q.items):
+            if item > model.num_items:
+                return bad(model.tag, f"history.{i}.item_id",
+                           f"unknown item {item} (ids run 1..{model.num_items})")
+        for i, item in enumerate(q.exclude):
+            if item > model.num_items:
+                return bad(model.tag, f"exclude.{i}",
+                           f"unknown item {item} (ids run 1..{model.num_items})")
+        return None
+
+    def _from_features(self, q: Query, got: dict, row: int, model: ServingModel,
+                       now: int) -> Candidates | None:
+        """A finished answer for unknown or cold users; None when the history is usable."""
+        since = got["seconds_since_last_event"][row]
+        if since is None:
+            return bad(model.tag, "user_id", f"unknown user {q.user_id}: the feature store has "
+                       "no events for it", status=404)
+        if not got["hist_item_ids"][row]:
+            return self._cold(q, model, now, "no history")
+        if since > self.ttl_s:
+            return self._cold(q, model, now, f"last event {since / 86_400:.0f} days ago, past "
+                              f"the {self.ttl_s / 86_400:.0f}-day feature TTL")
+        return None
+
+    def _cold(self, q: Query, model: ServingModel, now: int, reason: str) -> Candidates:
+        scores = self.popularity.copy()
+        scores[[i for i in q.exclude]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[: self.knobs.k]
+        top = top[np.isfinite(scores[top])]
+        return Candidates(model=model.tag, cold_start=True, cold_start_reason=reason, as_of=now,
+                          candidates=top.tolist(), scores=scores[top].tolist(),
+                          exclude=q.exclude)
+
+    def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
+               k: int, now: int) -> None:
+        order = sorted(histories)
+        length = model.model.cfg.max_len
+        batch = len(order)
+        items = torch.zeros(batch, length, dtype=torch.long)  # (B, T) left-padded
+        ratings = torch.full((batch, length), float("nan"))
+        stamps = torch.zeros(batch, length, dtype=torch.long)
+        for b, i in enumerate(order):
+            ids, ts, rs = (list(x)[-length:] for x in histories[i])
+            if ids:
+                items[b, -len(ids):] = torch.tensor(ids)
+                stamps[b, -len(ts):] = torch.tensor(ts)
+                ratings[b, -len(rs):] = torch.tensor(
+                    [float("nan") if r is None else float(r) for r in rs])
+        with torch.no_grad():
+            state = model.model.user_state(items, ratings, stamps)  # (B, D)
+            scores = state @ model.item_vectors.T  # (B, I+1)
+        scores[:, 0] = -torch.inf
+        for b, i in enumerate(order):
+            ids, ts, rs = histories[i]
+            drop = set(ids) | set(queries[i].exclude)
+            row = scores[b]
+            row[list(drop)] = -torch.inf
+            top = torch.topk(row, min(k, model.num_items))
+            keep = torch.isfinite(top.values)
+            out[i] = Candidates(
+                model=model.tag, state=state[b].tolist(), items=list(ids), stamps=list(ts),
+                ratings=list(rs), as_of=now, candidates=top.indices[keep].tolist(),
+                scores=top.values[keep].tolist(), exclude=queries[i].exclude)

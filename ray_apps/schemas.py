@@ -1,0 +1,122 @@
+"""The request and response of the recommendation API, shared by HTTP and gRPC.
+
+HTTP bodies are validated by these pydantic models (FastAPI turns a failure into a 422 that
+names the field); gRPC messages are converted into the same models by ``from_proto``, so both
+protocols accept and reject exactly the same requests.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from google.protobuf.message import Message
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serving import recommend_pb2 as pb
+
+ItemId = Annotated[int, Field(ge=1, le=2**62)]
+
+# Hard upper bounds of the API; the app's own limits (history length, n) are at most these.
+MAX_HISTORY = 1000
+MAX_N = 100
+MAX_EXCLUDE = 1000
+MAX_QUERY_CHARS = 500
+MAX_BODY_BYTES = 256 * 1024
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: ItemId = Field(..., description="Normalised item id (1..num_items)")
+    timestamp: int = Field(..., ge=0, le=2**40, description="Epoch seconds of the event")
+    rating: float | None = Field(None, ge=0, le=100, description="Rating, if the data has any")
+
+
+class RecommendRequest(BaseModel):
+    """Exactly one of ``user_id`` (history from the Feast online store) or ``history``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int | None = Field(None, ge=1, le=2**62, description="Known user, by normalised id")
+    history: list[HistoryEvent] | None = Field(
+        None, min_length=1, max_length=MAX_HISTORY,
+        description="Recent events of an anonymous user, oldest first")
+    query: str = Field("", max_length=MAX_QUERY_CHARS,
+                       description="Free text that steers intent, e.g. 'something funny'")
+    n: int = Field(10, ge=1, le=MAX_N, description="Number of results")
+    exclude: list[ItemId] = Field(default_factory=list, max_length=MAX_EXCLUDE,
+                                  description="Item ids never to return")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError("give exactly one of user_id or history")
+        if self.history is not None:
+            stamps = [e.timestamp for e in self.history]
+            if any(b < a for a, b in zip(stamps, stamps[1:], strict=False)):
+                raise ValueError("history: events must be oldest first (timestamps ascending)")
+        return self
+
+
+class Explanation(BaseModel):
+    intent_match: float = Field(..., description="Intent distribution . the item's genres")
+    intent_genres: list[str] = Field(..., description="The item's genres the intent favours")
+    because_of: list[int] = Field(..., description="History items most like this one")
+    because_of_titles: list[str]
+
+
+class ScoredItem(BaseModel):
+    item_id: int
+    raw_item_id: str
+    title: str
+    genres: list[str]
+    score: float
+    explanation: Explanation
+
+
+class RecommendResponse(BaseModel):
+    items: list[ScoredItem]
+    intent: dict[str, float] = Field(..., description="Genre -> probability, best first")
+    model: str = Field(..., description="Tag of the model that answered")
+    cold_start: bool = Field(..., description="True: popularity-within-intent fallback")
+    cold_start_reason: str = ""
+    latency_ms: dict[str, float] = Field(..., description="Per stage, and total")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+
+
+def from_proto(message: Message) -> RecommendRequest:
+    """The pydantic request of a gRPC ``RecommendRequest``; raises ValidationError."""
+    raw: dict = {"query": message.query, "exclude": list(message.exclude)}
+    if message.HasField("user_id"):
+        raw["user_id"] = message.user_id
+    if message.history:
+        raw["history"] = [
+            {"item_id": e.item_id, "timestamp": e.timestamp,
+             **({"rating": e.rating} if e.HasField("rating") else {})}
+            for e in message.history]
+    if message.HasField("n"):
+        raw["n"] = message.n
+    return RecommendRequest.model_validate(raw)
+
+
+def to_proto(response: RecommendResponse) -> pb.RecommendResponse:
+    return pb.RecommendResponse(
+        items=[pb.ScoredItem(
+            item_id=i.item_id, raw_item_id=i.raw_item_id, title=i.title, genres=i.genres,
+            score=i.score, explanation=pb.Explanation(**i.explanation.model_dump()))
+            for i in response.items],
+        intent=response.intent, model=response.model, cold_start=response.cold_start,
+        cold_start_reason=response.cold_start_reason, latency_ms=response.latency_ms)
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming every offending field: ``history.0.item_id: Input should be ...``."""
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "request"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,64 @@
+"""One running Serve application per test session: real Ray Serve, Feast, BentoML model.
+
+The model is real-sized but untrained (these tests are about serving, not quality). The
+serving clock is pinned to the end of ML-100K (1998), so users are within the feature TTL.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pandas as pd
+import pytest
+
+from ray_apps.config import AppArgs, DeploymentKnobs, RetrievalKnobs
+from serving import package
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_model(untrained, seed_offset: float = 0.0, services: dict | None = None) -> str:
+    model, data, items, hashes = untrained
+    if seed_offset:
+        for p in model.parameters():  # a different "version": shifted weights
+            p.data.add_(seed_offset)
+    return package.save(model, items, metrics={"val_ndcg@10": 0.01},
+                        dataset_fingerprint="0" * 64, feature_services=services or hashes,
+                        genre_names=data.genre_names, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def dataset_end(ml100k_workspace) -> int:
+    events = pd.read_parquet(ml100k_workspace.data_dir / "events.parquet")
+    return int(events["event_timestamp"].max().timestamp()) + 1
+
+
+@pytest.fixture(scope="session")
+def model_tag(untrained) -> str:
+    return save_model(untrained)
+
+
+@pytest.fixture(scope="session")
+def app_args(ml100k_workspace, model_tag, dataset_end) -> AppArgs:
+    small = DeploymentKnobs(num_cpus=0.1)
+    return AppArgs(
+        model_tag=model_tag, feature_repo=str(ml100k_workspace.repo_path),
+        retrieval=RetrievalKnobs(model_tag=model_tag, as_of=dataset_end),
+        deployments={s: small for s in ("Retrieval", "Intent", "Ranking", "Ingress")})
+
+
+@pytest.fixture(scope="session")
+def served(ray_cluster, app_args):
+    """(http_url, grpc_target) of the running application."""
+    from ray import serve
+
+    from ray_apps.app import start
+
+    http, grpc_port = _free_port(), _free_port()
+    start(app_args, http_port=http, grpc_port=grpc_port)
+    yield f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
+    serve.shutdown()
