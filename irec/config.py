@@ -94,12 +94,30 @@ class ModelConfig(StrictModel):
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    # frozen: precomputed LM item embeddings from Feast; none: ids only (SASRec-style).
-    lm_mode: Literal["frozen", "none"] = "frozen"
+    # How the item tower uses the pretrained LM (features.lm.model):
+    # frozen: precomputed LM item embeddings from Feast; none: ids only (SASRec-style);
+    # finetune: the top lm_layers LM layers train jointly on item text; lora: peft LoRA
+    # adapters on those layers (the LM weights stay as loaded); auto: lora when
+    # training.use_gpu, frozen otherwise (logged). See training/models/text_tower.py.
+    lm_mode: Literal["auto", "frozen", "finetune", "lora", "none"] = "auto"
+    # finetune/lora: top LM layers that train (the ones below are computed once per item).
+    lm_layers: int = Field(1, ge=1)
+    # finetune/lora: items whose text runs through the trained layers per step (a random
+    # subset of the batch's items; the rest use embeddings refreshed every epoch); 0 = all.
+    lm_items_per_step: int = Field(128, ge=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
     use_time: bool = True
     softmax: Literal["full", "sampled"] = "full"
     num_negatives: int = Field(1024, ge=1)
     loss_weights: dict[str, float] = {"next": 1.0, "rating": 0.5, "like": 0.5, "intent": 0.5}
+
+
+def resolve_lm_mode(mode: str, use_gpu: bool) -> str:
+    """The LM mode ``auto`` stands for: lora on GPU workers, frozen on CPU."""
+    if mode != "auto":
+        return mode
+    return "lora" if use_gpu else "frozen"
 
 
 class TrainingConfig(StrictModel):
@@ -109,6 +127,8 @@ class TrainingConfig(StrictModel):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # Learning rate of the trained LM parameters (lm_mode finetune/lora).
+    lm_lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     # Stop when validation NDCG@10 has not improved for this many epochs.
     patience: int = Field(5, ge=1)

@@ -11,6 +11,11 @@ validation metrics and a checkpoint (model, optimizer, epoch, early-stopping sta
 after a worker failure Ray restarts the group (``training.max_failures`` times) and training
 resumes from the latest checkpoint. Each epoch's randomness is seeded from (seed, epoch), so a
 resumed run reproduces the uninterrupted one exactly on CPU.
+
+In the ``finetune`` and ``lora`` LM modes the LM's trained layers (or LoRA adapters) train at
+``training.lm_lr``, are part of every checkpoint, and the workers load the LM from the path
+in the model config (None: the packaged all-MiniLM-L6-v2). The packaged model is the tuned
+one exported to ``frozen`` mode, so serving never loads the LM.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from features.store import open_store
-from irec.config import PlatformConfig
+from irec.config import PlatformConfig, resolve_lm_mode
 from training.data import sequences
 from training.data.ingest import read_manifest
 from training.data.sequences import SequenceData
 from training.eval.evaluate import evaluate_model
 from training.models.interest import InterestModelConfig, InterestTransformer
+from training.models.text_tower import TextTowerConfig, describe
 
 SCORE = "val_ndcg@10"
 
@@ -44,17 +50,39 @@ def prepare_data(cfg: PlatformConfig, log: Callable[[str], None] = print) -> Seq
     """Leave-one-out sequences from the Feast offline store (point-in-time correct)."""
     manifest = read_manifest(cfg.features.data_dir)
     events = pd.read_parquet(cfg.features.data_dir / "events.parquet")
+    items = pd.read_parquet(cfg.features.data_dir / "items.parquet")
     return sequences.build(open_store(cfg.features), events, manifest,
-                           cfg.features.history_length, log)
+                           cfg.features.history_length, log, items=items)
 
 
 def model_config(cfg: PlatformConfig, data: SequenceData,
                  log: Callable[[str], None] = print) -> InterestModelConfig:
     """The model's config, with the heads this dataset cannot support switched off."""
     m = cfg.training.model
-    use_text = m.lm_mode == "frozen" and data.text_embeddings is not None
-    if m.lm_mode == "frozen" and not use_text:
-        log("model: items carry no text embeddings; LM item tower off (ids only)")
+    mode = resolve_lm_mode(m.lm_mode, cfg.training.use_gpu)
+    if m.lm_mode == "auto":
+        log(f"model: lm_mode auto -> {mode} (training.use_gpu={cfg.training.use_gpu})")
+    text_dim, tower = 0, None
+    if mode == "frozen":
+        if data.text_embeddings is None:
+            log("model: items carry no text embeddings; LM item tower off (ids only)")
+        else:
+            text_dim = data.text_embeddings.shape[1]
+    elif mode in ("finetune", "lora"):
+        if not data.item_texts or not any(data.item_texts):
+            log(f"model: items carry no text; lm_mode {mode} off (ids only)")
+        else:
+            text_dim, depth = describe(cfg.features.lm.model)
+            if m.lm_layers > depth:
+                raise ValueError(f"lm_layers={m.lm_layers} > the LM's {depth} layers "
+                                 f"({cfg.features.lm.model or 'all-MiniLM-L6-v2'})")
+            tower = TextTowerConfig(
+                mode=mode, path=cfg.features.lm.model, layers=m.lm_layers,
+                max_length=cfg.features.lm.max_length, items_per_step=m.lm_items_per_step,
+                lora_rank=m.lora_rank, lora_alpha=m.lora_alpha)
+            log(f"model: lm_mode {mode}: top {m.lm_layers} of {depth} LM layers train "
+                f"(lr {cfg.training.lm_lr}), up to {m.lm_items_per_step or 'all'} item texts "
+                "per step")
     if not data.has_ratings:
         log("model: dataset has no ratings; intensity and like (decay) heads off")
     if m.use_time and not data.has_timestamps:
@@ -64,7 +92,7 @@ def model_config(cfg: PlatformConfig, data: SequenceData,
     return InterestModelConfig(
         num_items=data.num_items, num_genres=len(data.genre_names), max_len=data.max_len,
         hidden=m.hidden, layers=m.layers, heads=m.heads, dropout=m.dropout,
-        text_dim=data.text_embeddings.shape[1] if use_text else 0,
+        text_dim=text_dim, text_tower=tower,
         use_ratings=data.has_ratings, use_time=m.use_time and data.has_timestamps,
         rating_max=cfg.ingest.rating_max, softmax=m.softmax, num_negatives=m.num_negatives,
         loss_weights=dict(m.loss_weights),
@@ -72,9 +100,22 @@ def model_config(cfg: PlatformConfig, data: SequenceData,
 
 
 def build_model(mcfg: InterestModelConfig, data: SequenceData) -> InterestTransformer:
-    text = torch.from_numpy(data.text_embeddings) if mcfg.text_dim else None
+    frozen = mcfg.lm_mode == "frozen"
+    text = torch.from_numpy(data.text_embeddings) if frozen else None
     genres = torch.from_numpy(data.item_genres) if mcfg.num_genres else None
-    return InterestTransformer(mcfg, text, genres)
+    texts = data.item_texts if mcfg.text_tower is not None else None
+    return InterestTransformer(mcfg, text, genres, texts)
+
+
+def make_optimizer(model: InterestTransformer, lr: float, lm_lr: float,
+                   weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; the LM's (finetune/lora) at ``lm_lr``."""
+    lm = {id(p) for p in model.lm_parameters()}
+    groups = [{"params": [p for p in model.parameters()
+                          if p.requires_grad and id(p) not in lm], "lr": lr}]
+    if lm:
+        groups.append({"params": model.lm_parameters(), "lr": lm_lr})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
 def _unwrap(model: torch.nn.Module) -> InterestTransformer:
@@ -88,8 +129,8 @@ def train_func(config: dict) -> None:
     mcfg = InterestModelConfig(**config["model"])
     torch.manual_seed(config["seed"])
     model = ray.train.torch.prepare_model(build_model(mcfg, data))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"],
-                                  weight_decay=config["weight_decay"])
+    optimizer = make_optimizer(_unwrap(model), config["lr"], config.get("lm_lr", config["lr"]),
+                               config["weight_decay"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -182,7 +223,8 @@ def fit(cfg: PlatformConfig, data: SequenceData, log: Callable[[str], None] = pr
         train_func,
         train_loop_config={
             "data": data.to_dict(), "model": asdict(mcfg), "epochs": t.epochs,
-            "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
+            "batch_size": t.batch_size, "lr": t.lr, "lm_lr": t.lm_lr,
+            "weight_decay": t.weight_decay,
             "patience": t.patience, "seed": t.seed,
             "inject_failure_at_epoch": t.inject_failure_at_epoch,
             "failure_marker": str(run_dir / "injected_failure.txt"),
@@ -244,7 +286,7 @@ def run(cfg: PlatformConfig, log: Callable[[str], None] = print, margin: float =
     store = open_store(cfg.features)
     manifest = read_manifest(cfg.features.data_dir)
     items = pd.read_parquet(cfg.features.data_dir / "items.parquet")
-    tag = package.save(model, items, metrics={**val, **{f"test_{k}": v for k, v in
+    tag = package.save(model.export_frozen(), items, metrics={**val, **{f"test_{k}": v for k, v in
                                                           table["interest transformer"].items()}},
                        dataset_fingerprint=manifest["fingerprint"],
                        feature_services={s: schema_hash(store, s)

@@ -5,8 +5,10 @@ the one before it the validation target. Feast returns, point-in-time correct, t
 ``user_history`` lists as of just before each target (``event_ts - 1 µs``): the validation
 history doubles as the training sequence (trained causally, every position predicting the
 next), the test history is its input at test time. Item genres and pretrained-LM text
-embeddings come from the item views. Events sharing the target's second are never in its
-history: at time t only what happened strictly before t is known.
+embeddings come from the item views; the item texts themselves (for the LM modes that train
+the LM) from the items table, through the same ``item_text`` the embeddings were built from.
+Events sharing the target's second are never in its history: at time t only what happened
+strictly before t is known.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from features.store import training_set
+from features.tables import item_text
 
 HISTORY = ["user_history:hist_item_ids", "user_history:hist_ratings",
            "user_history:hist_timestamps"]
@@ -55,6 +58,7 @@ class SequenceData:
     text_embeddings: np.ndarray | None  # (I+1, D) or None when no item has text
     has_ratings: bool
     has_timestamps: bool
+    item_texts: list[str] | None = None  # (I+1) LM input text per item, "" = none
 
     def to_dict(self) -> dict:
         """Plain arrays, so Ray can ship the data to training workers."""
@@ -78,7 +82,8 @@ def _pad(lists, length: int, dtype, fill) -> np.ndarray:
 
 
 def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: int,
-          log: Callable[[str], None] = print) -> SequenceData:
+          log: Callable[[str], None] = print, items: pd.DataFrame | None = None) -> SequenceData:
+    """``items`` (the ingested items table) adds ``item_texts``; None leaves them out."""
     ev = events.sort_values(["user_id", "event_timestamp"], kind="stable")
     counts = ev.groupby("user_id").size()
     keep = counts.index[counts >= 3]
@@ -125,7 +130,18 @@ def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: in
         seen_ratings=seen.rating.to_numpy(np.float32),
         genre_names=names, item_genres=genres, text_embeddings=texts,
         has_ratings=bool(manifest["has_ratings"]), has_timestamps=bool(manifest["has_timestamps"]),
+        item_texts=None if items is None else _item_texts(items, num_items),
     )
+
+
+def _item_texts(items: pd.DataFrame, num_items: int) -> list[str]:
+    """(I+1) texts indexed by item id, "" for padding and text-less items."""
+    texts = [""] * (num_items + 1)
+    for item, text in zip(items.item_id, item_text(items), strict=True):
+        if not 1 <= item <= num_items:
+            raise ValueError(f"items table has item_id {item} outside 1..{num_items}")
+        texts[item] = text
+    return texts
 
 
 def _item_features(store: FeatureStore, manifest: dict):

@@ -13,19 +13,34 @@ jointly (multi-task fusion, weights in the config):
 - intent: the next item's genre distribution (soft-target cross-entropy).
 Heads the data cannot support are switched off in the config (no ratings: intensity and
 decay; no timestamps: time gaps and decay; no genres: intent).
+
+LM modes (``cfg.lm_mode``): "none" (ids only), "frozen" (the ``text`` buffer holds the Feast
+item-text embeddings), "finetune" and "lora" (``cfg.text_tower``: the LM's top layers, or LoRA
+adapters on them, train with the model; see ``text_tower.py``). In the trained modes ``text``
+is a cache of the tower's embeddings of the whole catalogue. A training step recomputes, with
+gradients, the embeddings of (up to ``items_per_step`` of) the batch's items and uses the cache
+for every other item, the full-softmax catalogue and sampled negatives included: those
+logits see text embeddings up to one epoch stale and pass no gradient into the LM. The cache
+is refreshed from the current weights whenever the model is switched to eval mode after
+training steps (``train(False)``, so once per epoch, before validation), which makes eval
+scores, checkpoints and ``export_frozen()`` consistent with the weights. ``export_frozen()``
+returns the equivalent "frozen" model (the tuned embeddings in ``text``, no LM), which is what
+serving packages: it scores exactly as the tuned model does in eval mode.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model
+
+from training.models.text_tower import TextTower, TextTowerConfig
 
 DAY = 86_400.0
 
@@ -42,6 +57,8 @@ class InterestModelConfig:
         layers: transformer blocks. heads: attention heads.
         dropout: dropout on embeddings, attention and residuals.
         text_dim: width of the pretrained-LM item embeddings; 0 = ids only.
+        text_tower: the trained LM item tower ("finetune" or "lora" mode), None for the
+            precomputed ("frozen") embeddings; needs text_dim = the LM's width.
         use_ratings: rating input embedding and the intensity + decay heads.
         use_time: time-gap input embedding and the decay head's time decay.
         rating_max: ratings are bucketed in steps of 0.5 up to this value.
@@ -69,14 +86,27 @@ class InterestModelConfig:
     num_negatives: int = 1024
     loss_weights: dict = field(
         default_factory=lambda: {"next": 1.0, "rating": 0.5, "like": 0.5, "intent": 0.5})
+    text_tower: TextTowerConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.text_tower, dict):  # from config.json or a Ray train_loop_config
+            self.text_tower = TextTowerConfig(**self.text_tower)
+        if self.text_tower is not None and not self.text_dim:
+            raise ValueError(f"text_tower mode {self.text_tower.mode!r} needs text_dim > 0, "
+                             f"got text_dim={self.text_dim}")
         if self.hidden % self.heads:
             raise ValueError(f"heads={self.heads} must divide hidden={self.hidden}")
         if self.num_items < 1:
             raise ValueError(f"num_items={self.num_items} must be at least 1")
         if self.softmax not in ("full", "sampled"):
             raise ValueError(f"softmax={self.softmax!r} must be 'full' or 'sampled'")
+
+    @property
+    def lm_mode(self) -> str:
+        """none, frozen, finetune or lora."""
+        if not self.text_dim:
+            return "none"
+        return self.text_tower.mode if self.text_tower else "frozen"
 
     def save(self, directory: Path) -> None:
         (Path(directory) / "config.json").write_text(json.dumps(asdict(self), indent=2))
@@ -88,11 +118,28 @@ class InterestModelConfig:
 
 class InterestTransformer(nn.Module):
     def __init__(self, cfg: InterestModelConfig, text_embeddings: torch.Tensor | None = None,
-                 item_genres: torch.Tensor | None = None) -> None:
+                 item_genres: torch.Tensor | None = None,
+                 item_texts: list[str] | None = None) -> None:
+        """``text_embeddings`` (I+1, text_dim) for "frozen"; ``item_texts`` (I+1 strings,
+        "" = none) for "finetune"/"lora", whose cache starts as the tower's own embeddings."""
         super().__init__()
         self.cfg = cfg
         n, d = cfg.num_items + 1, cfg.hidden
         self.item_id = nn.Embedding(n, d, padding_idx=0)
+        self.text_tower: TextTower | None = None
+        self._text_stale = False  # trained since the text cache was last refreshed
+        if cfg.text_tower is not None:
+            if item_texts is None or len(item_texts) != n:
+                got = None if item_texts is None else len(item_texts)
+                raise ValueError(f"lm_mode {cfg.lm_mode} needs item_texts for {n} ids, got {got}")
+            self.text_tower = TextTower(cfg.text_tower, item_texts)
+            if self.text_tower.dim != cfg.text_dim:
+                raise ValueError(f"text_dim={cfg.text_dim} but the LM is "
+                                 f"{self.text_tower.dim}-d")
+            text_embeddings = self.text_tower.embed_all()
+            # every rank computes the same frozen-layer cache: DDP need not broadcast it
+            self._ddp_params_and_buffers_to_ignore = [
+                f"text_tower.{name}" for name, _ in self.text_tower.named_buffers()]
         if cfg.text_dim:
             if text_embeddings is None or tuple(text_embeddings.shape) != (n, cfg.text_dim):
                 got = None if text_embeddings is None else tuple(text_embeddings.shape)
@@ -120,14 +167,68 @@ class InterestTransformer(nn.Module):
             emb.weight.data[0].zero_()
 
     # -- item side ---------------------------------------------------------------------
-    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., D) vectors of ``ids``, or (I+1, D) for the whole catalogue."""
+    def item_vectors(self, ids: torch.Tensor | None = None,
+                     text: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) vectors of ``ids``, or (I+1, D) for the whole catalogue.
+
+        ``text`` (I+1, text_dim) replaces the ``text`` buffer (a training step's table)."""
         if ids is None:
             ids = torch.arange(self.cfg.num_items + 1, device=self.item_id.weight.device)
         vec = self.item_id(ids)
         if self.cfg.text_dim:
-            vec = vec + self.text_proj(self.text[ids])
+            vec = vec + self.text_proj((self.text if text is None else text)[ids])
         return vec
+
+    def _step_text(self, items: torch.Tensor) -> torch.Tensor | None:
+        """(I+1, text_dim) text table of one training step, or None (use the buffer).
+
+        Fresh, differentiable tower embeddings for up to ``items_per_step`` random items of
+        the batch; the cache for the others."""
+        if self.text_tower is None or not self.training:
+            return None
+        ids = torch.unique(items)  # (U,)
+        ids = ids[self.text_tower.has_text[ids]]
+        limit = self.text_tower.cfg.items_per_step
+        if limit and len(ids) > limit:
+            ids = ids[torch.randperm(len(ids), device=ids.device)[:limit]]
+        self._text_stale = True
+        return self.text.index_put((ids,), self.text_tower(ids))
+
+    def lm_parameters(self) -> list[nn.Parameter]:
+        """The trainable LM parameters (top layers, or LoRA adapters); [] without a tower."""
+        if self.text_tower is None:
+            return []
+        return [p for p in self.text_tower.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def refresh_text(self) -> None:
+        """Recompute the ``text`` cache of the whole catalogue from the tower's weights."""
+        if self.text_tower is not None:
+            self.text.copy_(self.text_tower.embed_all())
+        self._text_stale = False
+
+    def train(self, mode: bool = True) -> InterestTransformer:
+        """Switching to eval mode after training steps refreshes the text cache."""
+        super().train(mode)
+        if not mode and self._text_stale:
+            self.refresh_text()
+        return self
+
+    def export_frozen(self) -> InterestTransformer:
+        """The equivalent "frozen"-mode model: tuned text embeddings in ``text``, no LM.
+
+        It scores exactly as this model does in eval mode; serving packages it."""
+        if self.text_tower is None:
+            return self
+        was = self.training
+        self.eval()
+        cfg = replace(self.cfg, text_tower=None)
+        genres = self.genres.clone() if self.cfg.num_genres else None
+        frozen = InterestTransformer(cfg, self.text.clone(), genres).to(self.text.device)
+        frozen.load_state_dict({k: v for k, v in self.state_dict().items()
+                                if not k.startswith("text_tower.")})
+        self.train(was)
+        return frozen.eval()
 
     # -- sequence side -----------------------------------------------------------------
     def _rating_bucket(self, ratings: torch.Tensor) -> torch.Tensor:
@@ -140,13 +241,13 @@ class InterestTransformer(nn.Module):
         bucket = F.pad(bucket, (1, 0))  # the first event has no gap
         return torch.where(mask & F.pad(mask[:, :-1], (1, 0)), bucket, 0)
 
-    def encode(self, items: torch.Tensor, ratings: torch.Tensor,
-               stamps: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor, ratings: torch.Tensor, stamps: torch.Tensor,
+               text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D) hidden states; sequences are left-padded with item 0."""
         if items.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {items.shape[1]} > max_len={self.cfg.max_len}")
         mask = items > 0  # (B, T)
-        x = self.item_vectors(items)  # (B, T, D)
+        x = self.item_vectors(items, text)  # (B, T, D)
         if self.cfg.use_ratings:
             x = x + self.rating_emb(self._rating_bucket(ratings))
         if self.cfg.use_time:
@@ -154,14 +255,14 @@ class InterestTransformer(nn.Module):
         out = self.backbone(inputs_embeds=x, attention_mask=mask.long())
         return out.last_hidden_state  # (B, T, D)
 
-    def decayed_history(self, items: torch.Tensor, stamps: torch.Tensor,
-                        at: torch.Tensor) -> torch.Tensor:
+    def decayed_history(self, items: torch.Tensor, stamps: torch.Tensor, at: torch.Tensor,
+                        text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Q, D): for query time at[b, q], history events j <= q pooled with decay.
 
         ``at`` is (B, Q) with Q == T (one query per position, causal) or Q == 1 (the
         request time over the whole history).
         """
-        vec = self.item_vectors(items)  # (B, T, D)
+        vec = self.item_vectors(items, text)  # (B, T, D)
         age = (at.unsqueeze(2) - stamps.unsqueeze(1)).clamp(min=0).float() / DAY  # (B, Q, T)
         weight = torch.exp(-F.softplus(self.decay_rate) * age)
         allowed = (items > 0).unsqueeze(1)  # (B, 1, T)
@@ -186,19 +287,21 @@ class InterestTransformer(nn.Module):
                stamps: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-head losses of predicting event t+1 from events <= t, and their weighted total."""
         cfg = self.cfg
-        h = self.encode(items[:, :-1], ratings[:, :-1], stamps[:, :-1])  # (B, T-1, D)
+        text = self._step_text(items)  # (I+1, text_dim) or None
+        h = self.encode(items[:, :-1], ratings[:, :-1], stamps[:, :-1], text)  # (B, T-1, D)
         target = items[:, 1:]  # (B, T-1)
         valid = (target > 0) & (items[:, :-1] > 0)
         hv, tv = h[valid], target[valid]  # (P, D), (P,)
-        out: dict[str, torch.Tensor] = {"next": self._next_item_loss(hv, tv)}
-        v = self.item_vectors(tv)  # (P, D)
+        out: dict[str, torch.Tensor] = {"next": self._next_item_loss(hv, tv, text)}
+        v = self.item_vectors(tv, text)  # (P, D)
         target_rating = ratings[:, 1:][valid]
         rated = ~torch.isnan(target_rating)
         if cfg.use_ratings and rated.any():
             pred = self.rating(hv[rated], v[rated])
             out["rating"] = F.mse_loss(pred, target_rating[rated])
             if cfg.use_time:
-                pooled = self.decayed_history(items[:, :-1], stamps[:, :-1], stamps[:, 1:])[valid]
+                pooled = self.decayed_history(items[:, :-1], stamps[:, :-1], stamps[:, 1:],
+                                              text)[valid]
             else:
                 pooled = torch.zeros_like(hv)
             logit = self.like_logit(hv[rated], v[rated], pooled[rated])
@@ -218,15 +321,16 @@ class InterestTransformer(nn.Module):
         """Training forward pass: the losses (so DDP's gradient hooks see it)."""
         return self.losses(items, ratings, stamps)
 
-    def _next_item_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _next_item_loss(self, h: torch.Tensor, target: torch.Tensor,
+                        text: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.softmax == "full":
-            logits = h @ self.item_vectors().T  # (P, I+1)
+            logits = h @ self.item_vectors(None, text).T  # (P, I+1)
             logits[:, 0] = -torch.inf
             return F.cross_entropy(logits, target)
         negatives = torch.randint(1, self.cfg.num_items + 1, (self.cfg.num_negatives,),
                                   device=h.device)
-        pos = (h * self.item_vectors(target)).sum(-1, keepdim=True)  # (P, 1)
-        neg = h @ self.item_vectors(negatives).T  # (P, K)
+        pos = (h * self.item_vectors(target, text)).sum(-1, keepdim=True)  # (P, 1)
+        neg = h @ self.item_vectors(negatives, text).T  # (P, K)
         neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
         logits = torch.cat([pos, neg], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(target))
