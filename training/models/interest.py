@@ -116,12 +116,21 @@ class InterestModelConfig:
         return cls(**json.loads((Path(directory) / "config.json").read_text()))
 
 
+def _text_loaded(module: InterestTransformer, incompatible) -> None:
+    """A loaded state brings the text cache of its own (trained) weights."""
+    if "text" not in incompatible.missing_keys:
+        module._text_stale = False
+
+
 class InterestTransformer(nn.Module):
     def __init__(self, cfg: InterestModelConfig, text_embeddings: torch.Tensor | None = None,
                  item_genres: torch.Tensor | None = None,
                  item_texts: list[str] | None = None) -> None:
-        """``text_embeddings`` (I+1, text_dim) for "frozen"; ``item_texts`` (I+1 strings,
-        "" = none) for "finetune"/"lora", whose cache starts as the tower's own embeddings."""
+        """``text_embeddings`` (I+1, text_dim): the "frozen" buffer. "finetune"/"lora" need
+        ``item_texts`` (I+1 strings, "" = none); their text cache starts as
+        ``text_embeddings`` when given (the Feast view: the same LM, text and pooling, so the
+        tower's own output up to float rounding, replaced at the first refresh), else as
+        the tower's embeddings of the catalogue."""
         super().__init__()
         self.cfg = cfg
         n, d = cfg.num_items + 1, cfg.hidden
@@ -136,7 +145,11 @@ class InterestTransformer(nn.Module):
             if self.text_tower.dim != cfg.text_dim:
                 raise ValueError(f"text_dim={cfg.text_dim} but the LM is "
                                  f"{self.text_tower.dim}-d")
-            text_embeddings = self.text_tower.embed_all()
+            if text_embeddings is None or tuple(text_embeddings.shape) != (n, cfg.text_dim):
+                text_embeddings = self.text_tower.embed_all()
+            else:
+                self._text_stale = True
+            self.register_load_state_dict_post_hook(_text_loaded)
             # every rank computes the same frozen-layer cache: DDP need not broadcast it
             self._ddp_params_and_buffers_to_ignore = [
                 f"text_tower.{name}" for name, _ in self.text_tower.named_buffers()]

@@ -18,12 +18,17 @@ their pretrained weights the tower reproduces the frozen embeddings. The tower k
 trained layers; checkpoints carry those (and the LoRA adapters), not the frozen LM.
 
 Cost, on CPU: one MiniLM layer forward + backward over 128 titles of about 15 tokens is roughly
-15 GFLOP, a fraction of a second; the frozen layers' pass over all 1,682 ML-100K titles, once
-per model build, is about ten seconds on 2 cores.
+20 GFLOP, one or two seconds on 2 cores; the frozen layers' pass over all 1,682 ML-100K titles
+is ten to thirty. That pass is saved under ``cache_dir`` (keyed by the LM's files, the frozen
+depth, max_length and the texts), so the next build on the machine (a restarted Ray worker,
+loading the best checkpoint, the next run) reads it instead; the values are the same bits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +39,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.masking_utils import create_bidirectional_mask
 
 MODES = ("finetune", "lora")
+DEFAULT_CACHE = Path.home() / ".cache" / "irec" / "text-tower"
 
 
 @dataclass
@@ -53,6 +59,8 @@ class TextTowerConfig:
             step, drawn at random from the batch's items; the others (and the rest of the
             catalogue) use the cached embeddings. 0 = every item of the batch.
         chunk: items per forward pass of the LM (memory bound).
+        cache_dir: folder of saved frozen-layer outputs; None = ~/.cache/irec/text-tower,
+            "" = never save or read them.
         lora_rank: LoRA rank r. lora_alpha: LoRA scale alpha (the update is alpha / r * BA).
         lora_dropout: dropout on the LoRA branch.
         lora_targets: names of the Linear modules in each trained layer that get adapters.
@@ -64,6 +72,7 @@ class TextTowerConfig:
     max_length: int = 128
     items_per_step: int = 128
     chunk: int = 64
+    cache_dir: str | None = None
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -94,6 +103,18 @@ def describe(path: str | Path | None) -> tuple[int, int]:
     return int(config.hidden_size), int(config.num_hidden_layers)
 
 
+def _cache_file(cfg: TextTowerConfig, path: str, frozen: int, texts: list[str]) -> Path | None:
+    """Where the frozen-layer outputs of this LM, depth and item texts are saved."""
+    if cfg.cache_dir == "":
+        return None
+    folder = Path(path)
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+    key = json.dumps([str(Path(path).resolve()), files, frozen, cfg.max_length, texts])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return Path(cfg.cache_dir or DEFAULT_CACHE) / f"{digest}.pt"
+
+
 class TextTower(nn.Module):
     """(N,) item ids -> (N, H) text embeddings through the LM's trained top layers."""
 
@@ -120,18 +141,19 @@ class TextTower(nn.Module):
                              persistent=False)
         self.register_buffer("mask", tokens["attention_mask"], persistent=False)  # (I+1, S)
         self.register_buffer("length", self.mask.sum(1), persistent=False)  # (I+1,)
-        bottom = stack[:len(stack) - cfg.layers]
-        with torch.no_grad():
-            embedded = lm.embeddings(input_ids=tokens["input_ids"],
-                                     token_type_ids=torch.zeros_like(tokens["input_ids"]))
-            base = torch.zeros_like(embedded)  # (I+1, S, H)
-            ids = torch.nonzero(self.has_text).squeeze(1)
-            for pos, width in self._buckets(ids):
-                rows = ids[pos]
-                base[rows, :width] = self._run(bottom, embedded[rows, :width],
-                                               self.mask[rows, :width])
-        # frozen layers' output, recomputed at every build (never in a checkpoint)
-        self.register_buffer("base", base, persistent=False)
+        frozen = len(stack) - cfg.layers
+        saved = _cache_file(cfg, path, frozen, texts)
+        shape = (*self.mask.shape, self.dim)  # (I+1, S, H)
+        base = torch.load(saved, weights_only=True) if saved and saved.exists() else None
+        if base is None or tuple(base.shape) != shape:
+            base = self._frozen_output(lm, stack[:frozen], tokens["input_ids"])
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                partial = saved.with_suffix(f".{os.getpid()}.tmp")
+                torch.save(base, partial)
+                os.replace(partial, saved)
+        # frozen layers' output: rebuilt or read from the cache, never in a checkpoint
+        self.register_buffer("base", base, persistent=False)  # (I+1, S, H)
         self.layers = nn.ModuleList(stack[len(stack) - cfg.layers:])
         for p in self.layers.parameters():
             p.requires_grad_(cfg.mode == "finetune")
@@ -147,6 +169,19 @@ class TextTower(nn.Module):
                 raise ValueError(f"lora_targets={cfg.lora_targets} match no Linear module of "
                                  f"the top {cfg.layers} layer(s) of {path}")
         self.train()
+
+    @torch.no_grad()
+    def _frozen_output(self, lm, bottom, input_ids: torch.Tensor) -> torch.Tensor:
+        """(I+1, S, H) token states after the embeddings and the ``bottom`` layers."""
+        embedded = lm.embeddings(input_ids=input_ids,
+                                 token_type_ids=torch.zeros_like(input_ids))  # (I+1, S, H)
+        base = torch.zeros_like(embedded)
+        ids = torch.nonzero(self.has_text).squeeze(1)
+        for pos, width in self._buckets(ids):
+            rows = ids[pos]
+            base[rows, :width] = self._run(bottom, embedded[rows, :width],
+                                           self.mask[rows, :width])
+        return base
 
     def _buckets(self, ids: torch.Tensor):
         """Chunks of positions into ``ids``, by token length, each with its longest length."""

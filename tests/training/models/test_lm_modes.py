@@ -13,8 +13,17 @@ from transformers import AutoModel, AutoTokenizer
 from irec.config import PlatformConfig, resolve_lm_mode
 from serving import package
 from training.eval.evaluate import evaluate_model
+from training.models.interest import InterestModelConfig
 from training.models.text_tower import resolve_path
-from training.train import build_model, make_optimizer, model_config, prepare_data
+from training.train import (
+    best_checkpoint,
+    build_model,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    model_config,
+    prepare_data,
+)
 
 USERS = 32  # sequences per test batch
 STEPS = 4
@@ -190,3 +199,36 @@ def test_state_dict_carries_the_trained_lm_and_rebuilds_bit_identically(tiny, lo
     again.load_state_dict(state)
     again.train()
     assert _loss(again, batch) == _loss(model, batch)
+
+
+def test_ray_train_finetune_resumes_bit_identically_and_exports(ray_cluster, tiny, tmp_path):
+    """Two short epochs of lm_mode finetune through Ray Train (the LM path travels in the
+    train_loop_config); a worker failure at epoch 1 resumes from epoch 0's checkpoint, the
+    tuned top layer included, and ends with the same metrics as the uninterrupted run."""
+    cfg, data = tiny
+    short = _config(cfg, lm_mode="finetune", lm_layers=1, lm_items_per_step=32)
+    short = short.model_copy(update={"training": short.training.model_copy(update={
+        "epochs": 2, "batch_size": 256, "patience": 10, "storage_path": str(tmp_path)})})
+
+    def run(name: str, **failure):
+        t = short.training.model_copy(update={"run_name": name, **failure})
+        return fit(short.model_copy(update={"training": t}), data, log=lambda _: None)
+
+    clean = run("clean")
+    failed = run("failed", max_failures=1, inject_failure_at_epoch=1)
+    assert (tmp_path / "failed" / "injected_failure.txt").exists()
+    epochs = sorted(m["epoch"] for _, m in failed.best_checkpoints)
+    assert epochs == sorted(m["epoch"] for _, m in clean.best_checkpoints) == [0, 1]
+    timing = {"sequences_per_s"}
+    assert {k: v for k, v in failed.metrics.items() if k not in timing} == {
+        k: v for k, v in clean.metrics.items() if k not in timing}
+
+    best = best_checkpoint(clean)
+    with best.as_directory() as directory:
+        state = torch.load(f"{directory}/train_state.pt", weights_only=False)
+        saved = InterestModelConfig.load(directory)
+    assert saved.lm_mode == "finetune" and saved.text_tower.path is None
+    assert "text_tower.layers.0.output.dense.weight" in state["model"]
+    model = load_checkpoint(best, data)
+    tuned = evaluate_model(model, data, "test")
+    assert evaluate_model(model.export_frozen(), data, "test") == tuned
