@@ -9,6 +9,8 @@ Both are small enough to train on the driver in seconds; seeded for reproducibil
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -72,19 +74,22 @@ def evaluate_bpr(data: SequenceData, dim: int = 64, epochs: int = 30, lr: float 
     return ranking_metrics(ranks)
 
 
-def evaluate_biased_mf(data: SequenceData, dim: int = 32, epochs: int = 40, lr: float = 1e-2,
-                       reg: float = 0.05, batch: int = 4096, seed: int = 0) -> dict[str, float]:
-    rated = ~np.isnan(data.seen_ratings)
-    target_rated = ~np.isnan(data.test.target_rating)
-    if not rated.any() or not target_rated.any():
-        raise ValueError("biased MF needs ratings; this dataset has none")
+def fit_biased_mf(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, num_users: int,
+                  num_items: int, dim: int = 32, epochs: int = 40, lr: float = 1e-2,
+                  reg: float = 0.05, batch: int = 4096, seed: int = 0,
+                  on_epoch: Callable[[int, BiasedMF], bool] | None = None) -> BiasedMF:
+    """Train biased MF on rating triples (user rows 0..num_users-1, item ids 1..num_items).
+
+    ``on_epoch(epoch, model)`` runs after every epoch (1-based); returning True stops early.
+    """
+    if not len(ratings):
+        raise ValueError("biased MF needs ratings; got none")
     torch.manual_seed(seed)
-    users = torch.from_numpy(data.seen_users[rated])
-    items = torch.from_numpy(data.seen_items[rated])
-    ratings = torch.from_numpy(data.seen_ratings[rated])
-    model = BiasedMF(len(data.test.users), data.num_items, dim, float(ratings.mean()))
+    users, items = torch.from_numpy(users), torch.from_numpy(items)
+    ratings = torch.from_numpy(ratings)
+    model = BiasedMF(num_users, num_items, dim, float(ratings.mean()))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(users))
         for s in range(0, len(order), batch):
             idx = order[s:s + batch]
@@ -96,6 +101,20 @@ def evaluate_biased_mf(data: SequenceData, dim: int = 32, epochs: int = 40, lr: 
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if on_epoch is not None and on_epoch(epoch, model):
+            break
+    return model
+
+
+def evaluate_biased_mf(data: SequenceData, dim: int = 32, epochs: int = 40, lr: float = 1e-2,
+                       reg: float = 0.05, batch: int = 4096, seed: int = 0) -> dict[str, float]:
+    rated = ~np.isnan(data.seen_ratings)
+    target_rated = ~np.isnan(data.test.target_rating)
+    if not rated.any() or not target_rated.any():
+        raise ValueError("biased MF needs ratings; this dataset has none")
+    model = fit_biased_mf(data.seen_users[rated], data.seen_items[rated],
+                          data.seen_ratings[rated], len(data.test.users), data.num_items,
+                          dim=dim, epochs=epochs, lr=lr, reg=reg, batch=batch, seed=seed)
     with torch.no_grad():
         rows = torch.from_numpy(np.flatnonzero(target_rated))
         pred = model(rows, torch.from_numpy(data.test.target_item[target_rated]))
