@@ -8,10 +8,13 @@
 in as ``user_config`` so that a config update (``irec rollout``, the chart's
 ``serveConfigV2``) reconfigures running replicas in place. ``serve_config`` writes the Serve
 config file (what ``serve build`` writes) from the same builder: the file the Helm chart embeds.
+
+(No ``from __future__ import annotations``: Serve reads ``build_app``'s annotation to validate
+the args into ``AppArgs``.)
 """
 
-from __future__ import annotations
-
+import copy
+import time
 from typing import Any
 
 import bentoml
@@ -67,22 +70,29 @@ def build_app(args: AppArgs) -> Application:
         retrieval, intent, ranking, default_n=args.default_n)
 
 
-def serve_config(args: AppArgs, *, name: str = "irec", http_port: int = 8000,
-                 grpc_port: int = 9000, request_timeout_s: float = 10.0) -> dict:
-    """The Serve config (``serve build``'s format) of ``build_app(args)``, validated."""
-    built = build_deployments(build_app(args), name=name)
-    application = ServeApplicationSchema(
-        name=name, route_prefix="/", import_path=IMPORT_PATH,
-        args=args.model_dump(mode="json", exclude_defaults=True),
-        deployments=[deployment_to_schema(d) for d in built.deployments],
-    ).model_dump(mode="json", exclude_unset=True)
+def serve_config(apps: dict[str, AppArgs], *, http_port: int = 8000, grpc_port: int = 9000,
+                 request_timeout_s: float = 10.0) -> dict:
+    """The Serve config (``serve build``'s format) of ``build_app`` for each named app, validated.
+
+    The first app is routed at ``/``, any other at ``/<name>``; gRPC clients pick an app with
+    the ``application`` metadata key.
+    """
+    applications = []
+    for position, (name, args) in enumerate(apps.items()):
+        built = build_deployments(build_app(args), name=name)
+        applications.append(ServeApplicationSchema(
+            name=name, route_prefix="/" if position == 0 else f"/{name}",
+            import_path=IMPORT_PATH, args=args.model_dump(mode="json", exclude_defaults=True),
+            deployments=[deployment_to_schema(d) for d in built.deployments],
+        ).model_dump(mode="json", exclude_unset=True))
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": http_port,
                          "request_timeout_s": request_timeout_s},
-        "grpc_options": {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
+        "grpc_options": {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER],
+                         "request_timeout_s": request_timeout_s},
         "logging_config": LoggingConfig(enable_access_log=False).model_dump(mode="json"),
-        "applications": [application],
+        "applications": applications,
     }
     ServeDeploySchema.model_validate(config)
     return config
@@ -102,13 +112,78 @@ def preflight(args: AppArgs) -> str:
     return str(bentoml.models.get(resolve_tag(args.model_tag)).tag)
 
 
+def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:
+    """A copy of a Serve config whose stages load ``tag``: only their ``user_config`` changes.
+
+    Serve versions a declarative app by its import path, runtime env and args; leaving those
+    alone makes the change a ``reconfigure`` of the running replicas (no restart, no lost
+    request). This is what ``irec rollout`` writes into the RayService's serveConfigV2.
+    """
+    updated = copy.deepcopy(config)
+    apps = {a["name"]: a for a in updated["applications"]}
+    if app not in apps:
+        raise KeyError(f"no application {app!r} in the config; it has {sorted(apps)}")
+    for deployment in apps[app]["deployments"]:
+        if "model_tag" in (deployment.get("user_config") or {}):
+            deployment["user_config"]["model_tag"] = tag
+    return updated
+
+
+def deploy(apps: dict[str, AppArgs], *, check: bool = True, timeout_s: float = 600.0) -> dict:
+    """Build the Serve config of ``apps`` and apply it (see ``apply``); returns the config."""
+    from ray.serve.context import _get_global_client
+
+    if check:
+        for args in apps.values():
+            preflight(args)
+    http = _get_global_client().http_config
+    config = serve_config(apps, http_port=http.port,
+                          request_timeout_s=http.request_timeout_s or 10.0)
+    apply(config, timeout_s=timeout_s)
+    return config
+
+
+def apply(config: dict, *, timeout_s: float = 600.0) -> None:
+    """Apply a Serve config to the running Serve instance, as ``serve deploy`` and KubeRay do.
+
+    Apps not in the config are removed. Waits until every app runs; raises with Serve's
+    message if one fails to deploy.
+    """
+    from ray.serve.context import _get_global_client
+
+    schema = ServeDeploySchema.model_validate(config)
+    names = [a.name for a in schema.applications]
+    before = {name: _deployed_at(name) for name in names}
+    _get_global_client().deploy_apps(schema)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            app = serve.status().applications.get(name)
+            fresh = app is not None and app.last_deployed_time_s != before[name]
+            if fresh and app.status == "DEPLOY_FAILED":
+                reasons = "; ".join(f"{d}: {info.message}" for d, info in
+                                    app.deployments.items() if info.status != "HEALTHY")
+                raise RuntimeError(f"Deploying application {name} failed: {app.message} "
+                                   f"{reasons}")
+            if fresh and app.status == "RUNNING" and all(
+                    d.status == "HEALTHY" for d in app.deployments.values()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"application {name} not running after {timeout_s:.0f}s")
+            time.sleep(0.2)
+
+
+def _deployed_at(name: str) -> float | None:
+    app = serve.status().applications.get(name)
+    return None if app is None else app.last_deployed_time_s
+
+
 def start(args: AppArgs, *, http_port: int = 8000, grpc_port: int = 9000,
-          request_timeout_s: float = 10.0, access_log: bool = False, name: str = "irec"):
-    """Start Serve's proxies on this Ray cluster and run the application; returns its handle."""
+          request_timeout_s: float = 10.0, access_log: bool = False, name: str = "irec") -> None:
+    """Start Serve's HTTP and gRPC proxies on this Ray cluster and deploy the application."""
     preflight(args)
     serve.start(http_options={"host": "127.0.0.1", "port": http_port,
                               "request_timeout_s": request_timeout_s},
                 grpc_options=grpc_options(grpc_port, request_timeout_s),
                 logging_config=LoggingConfig(enable_access_log=access_log))
-    return serve.run(build_app(args), name=name, route_prefix="/",
-                     logging_config=LoggingConfig(enable_access_log=access_log))
+    deploy({name: args}, check=False)

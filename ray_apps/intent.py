@@ -9,6 +9,7 @@ their intent is the query's, or the catalogue's genre mix.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -43,10 +44,12 @@ class Intent:
         self.knobs: IntentKnobs | None = None
         self.text: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
+        """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = IntentKnobs.model_validate(config)
-        model = self.models.switch(knobs.model_tag)
-        self._text(model)
+        model = await asyncio.to_thread(self.models.load, knobs.model_tag)
+        await asyncio.to_thread(self._text, model)
+        self.models.current = model.tag
         self.encode.set_max_batch_size(knobs.max_batch_size)
         self.encode.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
@@ -84,12 +87,13 @@ class Intent:
         began = time.perf_counter()
         if retrieved.error:
             return IntentResult()
-        model = self.models.get(retrieved.model)
+        model = await self.models.aget(retrieved.model)
         knobs = self.knobs
         names = model.genre_names
         vector, text, match = None, None, None
         if query:
-            text = self._text(model)
+            text = self.text.get(model.tag) if model.tag in self.text else (
+                await asyncio.to_thread(self._text, model))
             if text is None:
                 return IntentResult(error={
                     "status": 422, "field": "query",

@@ -8,6 +8,7 @@ the model's feature contract against the feature store the app is pointed at.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -100,18 +101,17 @@ class ModelCache:
         self.keep = keep
         self._models: OrderedDict[str, ServingModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
         self.current: str | None = None
 
-    def switch(self, tag: str) -> ServingModel:
-        """Load ``tag`` (fully, before anything points at it) and make it current.
+    def load(self, tag: str) -> ServingModel:
+        """Load ``tag`` fully without making it current (the caller switches ``current``).
 
         ``champion`` and ``name:latest`` are resolved to a concrete tag here, once.
         """
-        model = self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
-        self.current = model.tag
-        return model
+        return self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
 
-    def get(self, tag: str | None = None) -> ServingModel:
+    def cached(self, tag: str | None = None) -> ServingModel | None:
         wanted = tag or self.current
         if wanted is None:
             raise LookupError("no model loaded yet")
@@ -119,8 +119,26 @@ class ModelCache:
             if wanted in self._models:
                 self._models.move_to_end(wanted)
                 return self._models[wanted]
-        model = load(wanted, self.store)  # outside the lock: requests keep being served
+        return None
+
+    async def aget(self, tag: str | None = None) -> ServingModel:
+        """From a request: a cached model at once, or a load that does not block the loop."""
+        return self.cached(tag) or await asyncio.to_thread(self.get, tag)
+
+    def get(self, tag: str | None = None) -> ServingModel:
+        found = self.cached(tag)
+        if found is not None:
+            return found
+        wanted = tag or self.current
         with self._lock:
+            loading = self._loading.setdefault(wanted, threading.Lock())
+        with loading:  # concurrent loads of one tag (reconfigure + a request) coalesce
+            found = self.cached(wanted)
+            if found is not None:
+                return found
+            model = load(wanted, self.store)
+        with self._lock:
+            self._loading.pop(wanted, None)
             self._models[model.tag] = model
             self._models.move_to_end(model.tag)
             while len(self._models) > self.keep:

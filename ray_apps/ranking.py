@@ -14,6 +14,7 @@ items whose item vectors are closest to it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -48,16 +49,18 @@ class Ranking:
         self.models = ModelCache(self.store)
         self.knobs: RankingKnobs | None = None
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
+        """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = RankingKnobs.model_validate(config)
-        self.models.switch(knobs.model_tag)
+        model = await asyncio.to_thread(self.models.load, knobs.model_tag)
+        self.models.current = model.tag
         self.knobs = knobs
 
-    def __call__(self, retrieved: Candidates, intent: IntentResult, n: int) -> Ranked:
+    async def __call__(self, retrieved: Candidates, intent: IntentResult, n: int) -> Ranked:
         began = time.perf_counter()
         if retrieved.error or intent.error or not retrieved.candidates:
             return Ranked()
-        model = self.models.get(retrieved.model)
+        model = await self.models.aget(retrieved.model)
         cands = torch.tensor(retrieved.candidates)  # (K,)
         tick = time.perf_counter()
         got = online_features(self.store, [{"item_id": int(i)} for i in cands],

@@ -10,6 +10,7 @@ the most popular items (Feast ``item_stats``), flagged for the later stages.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -61,10 +62,12 @@ class Retrieval:
         self.knobs: RetrievalKnobs | None = None
         self.popularity: np.ndarray | None = None
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
+        """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = RetrievalKnobs.model_validate(config)
-        model = self.models.switch(knobs.model_tag)
-        self.popularity = self._popularity(model.num_items)
+        model = await asyncio.to_thread(self.models.load, knobs.model_tag)
+        self.popularity = await asyncio.to_thread(self._popularity, model.num_items)
+        self.models.current = model.tag
         self.retrieve.set_max_batch_size(knobs.max_batch_size)
         self.retrieve.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
@@ -88,7 +91,7 @@ class Retrieval:
     async def retrieve(self, queries: list[Query]) -> list[Candidates]:
         began = time.perf_counter()
         knobs = self.knobs
-        model = self.models.get()
+        model = await self.models.aget()
         now = knobs.as_of if knobs.as_of is not None else int(time.time())
         out: list[Candidates | None] = [self._check(q, model) for q in queries]
         users = [i for i, q in enumerate(queries) if out[i] is None and q.user_id is not None]

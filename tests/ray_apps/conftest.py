@@ -6,6 +6,7 @@ serving clock is pinned to the end of ML-100K (1998), so users are within the fe
 
 from __future__ import annotations
 
+import copy
 import socket
 
 import pandas as pd
@@ -24,6 +25,7 @@ def _free_port() -> int:
 def save_model(untrained, seed_offset: float = 0.0, services: dict | None = None) -> str:
     model, data, items, hashes = untrained
     if seed_offset:
+        model = copy.deepcopy(model)
         for p in model.parameters():  # a different "version": shifted weights
             p.data.add_(seed_offset)
     return package.save(model, items, metrics={"val_ndcg@10": 0.01},

@@ -1,0 +1,160 @@
+"""Operations: cold start, hot swap under load, contract refusal, backpressure, fuzzing."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from ray_apps.app import apply, deploy, preflight, serve_config, with_model_tag
+from ray_apps.client import GRPCClient, HTTPClient
+from ray_apps.config import AppArgs, DeploymentKnobs, IntentKnobs, RankingKnobs, RetrievalKnobs
+from ray_apps.models import ContractError
+from ray_apps.schemas import RecommendRequest
+from serving import recommend_pb2 as pb
+from serving import recommend_pb2_grpc as pb_grpc
+from tests.ray_apps.conftest import save_model
+
+
+def _redeploy(args: AppArgs) -> None:
+    deploy({"irec": args})
+
+
+def _with(args: AppArgs, tag: str | None = None, as_of: int | None = None) -> AppArgs:
+    tag = tag or args.model_tag
+    as_of = args.retrieval.as_of if as_of is None else as_of
+    return args.model_copy(update={
+        "model_tag": tag, "retrieval": RetrievalKnobs(model_tag=tag, as_of=as_of),
+        "intent": IntentKnobs(model_tag=tag), "ranking": RankingKnobs(model_tag=tag)})
+
+
+def test_expired_features_fall_back_to_popularity_within_intent(served, app_args, dataset_end):
+    """Past the 365-day TTL of user_history, a known user is served the cold-start path."""
+    _redeploy(_with(app_args, as_of=dataset_end + 400 * 86_400))
+    try:
+        client = HTTPClient(served[0])
+        cold = client.recommend(RecommendRequest(user_id=42, n=10))
+        assert cold.cold_start and "TTL" in cold.cold_start_reason
+        assert len(cold.items) == 10
+        comedy = client.recommend(RecommendRequest(user_id=42, n=10, query="a comedy, funny"))
+        assert comedy.cold_start and max(comedy.intent, key=comedy.intent.get) == "Comedy"
+        in_genre = sum("Comedy" in i.genres for i in comedy.items)
+        assert in_genre > sum("Comedy" in i.genres for i in cold.items)
+        assert in_genre >= 8
+    finally:
+        _redeploy(app_args)
+    assert not HTTPClient(served[0]).recommend(RecommendRequest(user_id=42)).cold_start
+
+
+def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrained):
+    new_tag = save_model(untrained, seed_offset=0.01)
+    client = HTTPClient(served[0])
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(client.recommend(RecommendRequest(user_id=42, n=5)).model)
+            except Exception as exc:  # noqa: BLE001 (every failure is what we count)
+                failures.append(repr(exc))
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    config = serve_config({"irec": app_args})
+    try:
+        while len(seen) < 5 and not failures:
+            stop.wait(0.05)
+        apply(with_model_tag(config, new_tag))
+        before = len(seen)
+        while len(seen) < before + 20:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        worker.join()
+        apply(config)
+    assert not failures, failures[:3]
+    assert seen[0] == app_args.model_tag and set(seen[-10:]) == {new_tag}
+    swaps = sum(a != b for a, b in zip(seen, seen[1:], strict=False))
+    assert swaps == 1, "a request mixed or flapped between model versions"
+
+
+def test_contract_mismatch_refuses_to_start(served, app_args, untrained):
+    _, _, _, hashes = untrained
+    wrong = {name: "0" * 64 for name in hashes}
+    bad_tag = save_model(untrained, services=wrong)
+    bad = _with(app_args, tag=bad_tag).model_copy(update={"deployments": {
+        s: DeploymentKnobs(num_cpus=0.1, max_constructor_retry_count=1)
+        for s in ("Retrieval", "Intent", "Ranking", "Ingress")}})
+    with pytest.raises(ContractError, match="refusing to start"):
+        preflight(bad)
+    with pytest.raises(RuntimeError, match="refusing to start"):
+        deploy({"irec": app_args, "bad": bad}, check=False)
+    _redeploy(app_args)
+
+
+def test_overload_gets_503_and_resource_exhausted(served, app_args):
+    tight = app_args.model_copy(update={"deployments": {
+        **app_args.deployments,
+        "Ingress": DeploymentKnobs(num_cpus=0.1, max_ongoing_requests=1, max_queued_requests=1)}})
+    deploy({"irec": app_args, "tight": tight})
+    body = {"user_id": 42, "n": 10, "query": "an adventure in space"}
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            codes = list(pool.map(lambda _: requests.post(
+                f"{served[0]}/tight/recommend", json=body, timeout=60).status_code, range(48)))
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+        message = pb.RecommendRequest(user_id=42, n=10, query="an adventure in space")
+        calls = [stub.Recommend.future(message, metadata=(("application", "tight"),),
+                                       timeout=60) for _ in range(48)]
+        outcomes = []
+        for call in calls:
+            try:
+                call.result()
+                outcomes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code())
+        assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes
+    finally:
+        _redeploy(app_args)
+    assert GRPCClient(served[1]).health().status == "ok"
+
+
+def test_serve_config_is_the_builders_output(app_args):
+    config = serve_config({"irec": app_args})
+    application = config["applications"][0]
+    assert application["import_path"] == "ray_apps.app:build_app"
+    assert AppArgs.model_validate(application["args"]) == app_args
+    by_name = {d["name"]: d for d in application["deployments"]}
+    retrieval, intent, ranking = app_args.knobs()
+    assert by_name["Retrieval"]["user_config"] == retrieval.model_dump()
+    assert by_name["Intent"]["user_config"] == intent.model_dump()
+    assert by_name["Ranking"]["user_config"] == ranking.model_dump()
+    assert by_name["Ingress"]["max_queued_requests"] == 64
+    assert config["grpc_options"]["grpc_servicer_functions"] == [
+        "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"]
+
+
+def test_fuzzed_requests_never_get_a_server_error(served):
+    """Schemathesis generates requests from the live OpenAPI schema; none may get a 5xx."""
+    schema = schemathesis.openapi.from_url(f"{served[0]}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {o.path for o in operations} >= {"/recommend", "/healthz"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def no_server_error(case) -> None:
+            response = case.call(timeout=60)
+            assert response.status_code < 500, (case.body, response.text)
+
+        no_server_error()
