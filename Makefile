@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/ml-100k.yaml
+CONFIG ?= configs/tiny.yaml
 
 .PHONY: setup run test lint bench
 
@@ -17,7 +17,7 @@ setup:  ## venv, the CPU torch pin, the package with dev extras, redis-server
 	$(BIN)/pip install -q -e ".[dev]"
 	@$(BIN)/irec --help >/dev/null && echo "setup done: $(BIN)/irec"
 
-run:  ## the whole pipeline on MovieLens-100K (CONFIG=... for another preset)
+run:  ## ingest -> features -> train -> serve -> recommend on MovieLens-100K (CONFIG=... for another preset)
 	$(BIN)/irec run --config $(CONFIG) $(ARGS)
 
 test:  ## the full test suite

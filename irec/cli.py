@@ -1,6 +1,7 @@
 """``irec``: the platform's command line.
 
-    irec run --config configs/ml-100k.yaml          # ingest -> features -> online read
+    irec run --config configs/tiny.yaml      # ingest -> features -> train -> serve -> recommend
+    irec serve | serve-config | recommend --user 42 --query "space adventure"
     irec ingest --config configs/ml-100k.yaml
     irec features build|apply|materialize|training-set|online ...
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +23,14 @@ import typer
 from pydantic import ValidationError
 
 from irec.config import PlatformConfig
+from irec.serve_commands import register as register_serve_commands
 from training.data.schema import IngestError
 
 app = typer.Typer(help="Train and serve transformer models of user interest.", no_args_is_help=True)
 features_app = typer.Typer(help="Feast feature store: build, apply, materialize, read.",
                            no_args_is_help=True)
 app.add_typer(features_app, name="features")
+register_serve_commands(app)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 RepoOpt = Annotated[Path | None, typer.Option(help="Feature-store workspace (data/ lives here).")]
@@ -218,17 +221,29 @@ def promote(
 
 @app.command()
 def run(
-    config: ConfigOpt = Path("configs/ml-100k.yaml"), repo_path: RepoOpt = None,
+    config: ConfigOpt = Path("configs/tiny.yaml"), repo_path: RepoOpt = None,
     users: Annotated[list[int], typer.Option("--user", help="Users to show.")] = (1, 2, 3),
+    model_tag: Annotated[str | None, typer.Option(
+        help="Serve this stored model instead of training one.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port of the app.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port of the app.")] = None,
+    exit_after_demo: Annotated[bool, typer.Option(
+        help="Stop after printing the demo instead of serving until Ctrl-C.")] = False,
 ) -> None:
-    """The whole pipeline so far: ingest -> build features -> apply -> materialize -> read."""
+    """The whole product: ingest -> features -> train -> package -> serve -> recommend."""
     from features.build import build
-    from features.store import apply, materialize, online_features
+    from features.store import apply, materialize
+    from irec.serve_commands import print_answer, start_serving, wait_for_ctrl_c
+    from ray_apps.client import HTTPClient
+    from ray_apps.schemas import RecommendRequest
     from training.data.ingest import ingest as run_ingest
+    from training.train import run as run_training
 
-    cfg = _load(config, **{"features.repo_path": repo_path})
+    cfg = _load(config, **{"features.repo_path": repo_path, "serving.model_tag": model_tag,
+                           "serving.http_port": http_port, "serving.grpc_port": grpc_port})
     started = time.perf_counter()
-    steps = ["ingest", "features build", "feast apply", "materialize", "online read"]
+    steps = ["ingest", "features build", "feast apply", "materialize",
+             "train + package (Ray Train, BentoML)", "serve (Ray Serve)", "recommend"]
 
     def step(i: int) -> None:
         typer.secho(f"[{i + 1}/{len(steps)}] {steps[i]}  ({time.perf_counter() - started:.0f}s)",
@@ -247,14 +262,25 @@ def run(
     step(3)
     materialize(store, log=typer.echo)
     step(4)
-    # Decay is computed as of the dataset's last event: the data is historical.
-    as_of = int(pd.Timestamp(manifest["time_range"][1]).timestamp())
-    online = online_features(store, [{"user_id": u} for u in users], "retrieval_v1", as_of)
-    for i, user_id in enumerate(users):
-        items = online["hist_item_ids"][i] or []
-        typer.echo(f"  user {user_id}: {len(items)} recent items, last 5 {items[-5:]}, "
-                   f"last event {online['seconds_since_last_event'][i]}s before "
-                   f"{datetime.fromtimestamp(as_of, UTC).date()}")
+    if model_tag is None:
+        report = run_training(cfg, log=typer.echo)
+        cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
+            update={"model_tag": report["model"]})})
+    else:
+        typer.echo(f"train: skipped, serving {model_tag}")
+    step(5)
+    http, grpc_target = start_serving(cfg)
+    step(6)
+    client = HTTPClient(http)
+    for user_id in users:
+        typer.secho(f"user {user_id}:", fg="cyan")
+        print_answer(client.recommend(RecommendRequest(user_id=user_id, n=5)))
+    typer.secho(f"user {users[0]} asking for 'a funny comedy':", fg="cyan")
+    print_answer(client.recommend(RecommendRequest(user_id=users[0], n=5,
+                                                   query="a funny comedy")))
     typer.secho(f"done in {time.perf_counter() - started:.0f}s: {manifest['counts']['events']:,} "
-                f"events, fingerprint {manifest['fingerprint'][:12]}, online store "
-                f"{cfg.features.online_store} at {cfg.features.repo_path}", fg="green")
+                f"events, model {cfg.serving.model_tag}; POST {http}/recommend, gRPC "
+                f"{grpc_target} (try `irec recommend --user 42 --query 'space adventure'`)",
+                fg="green")
+    if not exit_after_demo:
+        wait_for_ctrl_c()

@@ -147,12 +147,32 @@ class TrainingConfig(StrictModel):
     inject_failure_at_epoch: int | None = None
 
 
+class ServingConfig(StrictModel):
+    """The Ray Serve application as ``irec serve`` and ``irec run`` start it (ray_apps/)."""
+
+    # BentoML tag to serve: ``champion`` (the promoted model), ``interest:latest`` or a version.
+    model_tag: str = "champion"
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(9000, ge=1, le=65535)
+    # Requests slower than this end with 408 / DEADLINE_EXCEEDED instead of waiting forever.
+    request_timeout_s: float = Field(10.0, gt=0)
+    # wall: decay and feature TTL against the current time. dataset_end: against the data's
+    # last event, for replays of historical data (MovieLens-100K ends in April 1998).
+    clock: Literal["wall", "dataset_end"] = "wall"
+    # Candidates retrieved per request, and results returned when a request gives no n.
+    k: int = Field(100, ge=1, le=5000)
+    default_n: int = Field(10, ge=1, le=100)
+    # CPUs each of the four deployments reserves (fractions: they share small machines).
+    num_cpus_per_deployment: float = Field(0.25, gt=0)
+
+
 class PlatformConfig(StrictModel):
     """Everything one run of the platform needs; one YAML file per preset in configs/."""
 
     ingest: IngestConfig = IngestConfig()
     features: FeatureConfig = FeatureConfig()
     training: TrainingConfig = TrainingConfig()
+    serving: ServingConfig = ServingConfig()
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None):

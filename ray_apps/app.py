@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import bentoml
+import pandas as pd
 from ray import serve
 from ray.serve._private.build_app import build_app as build_deployments
 from ray.serve.config import gRPCOptions
@@ -25,13 +26,14 @@ from ray.serve.deployment import Application, Deployment, deployment_to_schema
 from ray.serve.schema import LoggingConfig, ServeApplicationSchema, ServeDeploySchema
 
 from features.store import open_store
-from irec.config import FeatureConfig
-from ray_apps.config import AppArgs, DeploymentKnobs
+from irec.config import FeatureConfig, PlatformConfig
+from ray_apps.config import STAGES, AppArgs, DeploymentKnobs, RetrievalKnobs
 from ray_apps.ingress import Ingress
 from ray_apps.intent import Intent
 from ray_apps.models import check_contract, resolve_tag
 from ray_apps.ranking import Ranking
 from ray_apps.retrieval import Retrieval
+from training.data.ingest import read_manifest
 
 IMPORT_PATH = "ray_apps.app:build_app"
 GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
@@ -110,6 +112,22 @@ def preflight(args: AppArgs) -> str:
         stored = bentoml.models.get(resolve_tag(tag))
         check_contract(dict(stored.info.metadata), store, str(stored.tag))
     return str(bentoml.models.get(resolve_tag(args.model_tag)).tag)
+
+
+def args_from_config(cfg: PlatformConfig) -> AppArgs:
+    """The app's arguments from the platform config (``serving`` and ``features`` sections)."""
+    s = cfg.serving
+    as_of = None
+    if s.clock == "dataset_end":
+        manifest = read_manifest(cfg.features.data_dir)
+        as_of = int(pd.Timestamp(manifest["time_range"][1]).timestamp()) + 1
+    placement = DeploymentKnobs(num_cpus=s.num_cpus_per_deployment)
+    return AppArgs(
+        model_tag=s.model_tag, feature_repo=str(cfg.features.repo_path.resolve()),
+        online_store=cfg.features.online_store, lm_model=cfg.features.lm.model,
+        default_n=s.default_n,
+        retrieval=RetrievalKnobs(model_tag=s.model_tag, k=s.k, as_of=as_of),
+        deployments={stage: placement for stage in STAGES})
 
 
 def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:

@@ -1,0 +1,154 @@
+"""``irec serve``, ``irec serve-config`` and ``irec recommend``: the Serve app from the CLI."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from irec.config import PlatformConfig
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
+TagOpt = Annotated[str | None, typer.Option(help="BentoML model tag, or 'champion'.")]
+
+
+def _config(config: Path | None, model_tag: str | None) -> PlatformConfig:
+    from irec.cli import _load
+
+    return _load(config, **{"serving.model_tag": model_tag})
+
+
+def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
+    """Start Ray (if needed) and the app; returns (http url, grpc target)."""
+    import bentoml
+    import ray
+
+    from irec.cli import _fail
+    from ray_apps.app import args_from_config, start
+    from ray_apps.models import ContractError
+
+    args = args_from_config(cfg)
+    s = cfg.serving
+    if not ray.is_initialized():
+        ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
+    log(f"serve: starting {args.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port}; "
+        "loading the model and the LM takes ~30 s)")
+    try:
+        start(args, http_port=s.http_port, grpc_port=s.grpc_port,
+              request_timeout_s=s.request_timeout_s)
+    except (ContractError, LookupError, bentoml.exceptions.NotFound) as exc:
+        _fail(str(exc))
+    return f"http://127.0.0.1:{s.http_port}", f"127.0.0.1:{s.grpc_port}"
+
+
+def wait_for_ctrl_c(log=typer.echo) -> None:
+    from ray import serve
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log("serve: running; Ctrl-C stops it")
+    stop.wait()
+    log("serve: shutting down")
+    serve.shutdown()
+
+
+def serve_cmd(config: ConfigOpt = Path("configs/tiny.yaml"), model_tag: TagOpt = None) -> None:
+    """Serve the recommendation pipeline over HTTP and gRPC until Ctrl-C."""
+    cfg = _config(config, model_tag)
+    http, grpc_target = start_serving(cfg)
+    typer.echo(f"serve: POST {http}/recommend  (docs {http}/docs), gRPC {grpc_target} "
+               "irec.v1.Recommender")
+    wait_for_ctrl_c()
+
+
+def serve_config_cmd(
+    config: ConfigOpt = Path("configs/tiny.yaml"), model_tag: TagOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", help="Write here (default stdout).")] = None,
+) -> None:
+    """The Serve config YAML of the app (what `serve build` writes; the chart's serveConfigV2)."""
+    from ray_apps.app import args_from_config, serve_config
+
+    cfg = _config(config, model_tag)
+    s = cfg.serving
+    text = yaml.safe_dump(serve_config({"irec": args_from_config(cfg)}, http_port=s.http_port,
+                                       grpc_port=s.grpc_port,
+                                       request_timeout_s=s.request_timeout_s), sort_keys=False)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"serve-config: wrote {output}")
+
+
+def parse_history(text: str) -> list[dict]:
+    """``item:timestamp[:rating],...`` -> history events (oldest first)."""
+    events = []
+    for i, part in enumerate(p for p in text.split(",") if p.strip()):
+        fields = part.strip().split(":")
+        if len(fields) not in (2, 3) or not all(f.strip() for f in fields):
+            raise ValueError(f"--history event {i} {part!r}: expected item:timestamp[:rating]")
+        try:
+            event = {"item_id": int(fields[0]), "timestamp": int(fields[1])}
+            if len(fields) == 3:
+                event["rating"] = float(fields[2])
+        except ValueError as exc:
+            raise ValueError(f"--history event {i} {part!r}: {exc}") from None
+        events.append(event)
+    return events
+
+
+def print_answer(answer, log=typer.echo) -> None:
+    flag = f"  COLD START ({answer.cold_start_reason})" if answer.cold_start else ""
+    top = ", ".join(f"{g} {p:.2f}" for g, p in list(answer.intent.items())[:3])
+    log(f"model {answer.model}{flag}\nintent: {top or '-'}")
+    log(f"{'#':>2}  {'item':>5}  {'score':>7}  {'title':<42} because of")
+    for rank, item in enumerate(answer.items, start=1):
+        because = "; ".join(item.explanation.because_of_titles) or "-"
+        log(f"{rank:>2}  {item.item_id:>5}  {item.score:>7.3f}  {item.title[:42]:<42} {because}")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in answer.latency_ms.items())
+    log(f"latency ms: {stages}")
+
+
+def recommend_cmd(
+    user: Annotated[int | None, typer.Option(help="Known user id.")] = None,
+    history: Annotated[str | None, typer.Option(
+        help="Anonymous history: item:timestamp[:rating],... oldest first.")] = None,
+    query: Annotated[str, typer.Option(help="Free text that steers intent.")] = "",
+    n: Annotated[int, typer.Option(help="Number of results.")] = 10,
+    exclude: Annotated[list[int], typer.Option(help="Item ids never to return.")] = (),
+    url: Annotated[str, typer.Option(help="HTTP endpoint.")] = "http://127.0.0.1:8000",
+    grpc_target: Annotated[str | None, typer.Option(
+        "--grpc", help="Use gRPC at this host:port instead of HTTP.")] = None,
+) -> None:
+    """Ask the running app for recommendations and print a table."""
+    from pydantic import ValidationError
+
+    from irec.cli import _fail
+    from ray_apps.client import APIError, GRPCClient, HTTPClient
+    from ray_apps.schemas import RecommendRequest, describe
+
+    try:
+        request = RecommendRequest(user_id=user, query=query, n=n, exclude=list(exclude),
+                                   history=parse_history(history) if history else None)
+    except ValidationError as exc:
+        _fail(describe(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    client = GRPCClient(grpc_target) if grpc_target else HTTPClient(url)
+    try:
+        print_answer(client.recommend(request))
+    except APIError as exc:
+        _fail(f"server refused the request ({exc.status}): {exc.message}")
+    except OSError as exc:
+        _fail(f"cannot reach {grpc_target or url}: {exc}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
+    app.command("serve-config")(serve_config_cmd)
+    app.command("recommend")(recommend_cmd)
