@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/tiny.yaml
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench proto
 
 setup:  ## venv, the CPU torch pin, the package with dev extras, redis-server
 	@command -v redis-server >/dev/null || { \
@@ -28,3 +28,6 @@ lint:
 
 bench:  ## feature-store benchmark (prints figures)
 	$(BIN)/python benchmarks/feature_store.py
+
+proto:  ## regenerate the gRPC modules from serving/recommend.proto
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. serving/recommend.proto

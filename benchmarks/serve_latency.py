@@ -1,0 +1,216 @@
+"""Closed-loop latency of the Serve app over HTTP and gRPC, against its floor and Serve's cost.
+
+    python benchmarks/serve_latency.py --config configs/tiny.yaml     # after `make run`
+
+In one run, on one machine:
+1. no-op: a Serve deployment that answers at once (HTTP and gRPC): what Serve itself costs;
+2. floor: the three stages (Retrieval -> Intent -> Ranking) called in-process, no Serve;
+3. the app under closed-loop load at 1, 4 and 16 concurrent clients, HTTP and gRPC:
+   requests/s, p50/p95/p99 end to end, and the per-stage medians the app reports.
+Access logs are off. Targets on the 2-core box: p99 <= 50 ms at 1 client; end-to-end p99
+<= 2 x floor p99 + no-op p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import requests
+from ray import serve
+
+from irec.config import PlatformConfig
+from serving import recommend_pb2 as pb
+from serving import recommend_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.array(ms)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99))}
+
+
+def closed_loop(call, clients: int, total: int) -> tuple[float, list[float], list[dict]]:
+    """``clients`` threads send ``total`` requests back to back; (req/s, latencies, stages)."""
+    latencies: list[float] = []
+    stages: list[dict] = []
+    errors: list[str] = []
+    left = iter(range(total))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        session = call.new_session()
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            tick = time.perf_counter()
+            try:
+                stage = call(session)
+            except Exception as exc:  # noqa: BLE001 (a benchmark counts, never hides, errors)
+                errors.append(repr(exc))
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - tick) * 1000)
+                stages.append(stage)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        print(f"  {len(errors)} errors, e.g. {errors[0]}")
+    return len(latencies) / (time.perf_counter() - began), latencies, stages
+
+
+class HTTPCaller:
+    def __init__(self, url: str, users: list[int], path: str = "/recommend") -> None:
+        self.url, self.users, self.path = url, users, path
+
+    def new_session(self) -> requests.Session:
+        return requests.Session()
+
+    def __call__(self, session: requests.Session) -> dict:
+        reply = session.post(f"{self.url}{self.path}",
+                             json={"user_id": random.choice(self.users), "n": 10}, timeout=60)
+        reply.raise_for_status()
+        return reply.json().get("latency_ms", {})
+
+
+class GRPCCaller:
+    def __init__(self, target: str, users: list[int], application: str) -> None:
+        self.target, self.users, self.application = target, users, application
+
+    def new_session(self):
+        return pb_grpc.RecommenderStub(grpc.insecure_channel(self.target))
+
+    def __call__(self, stub) -> dict:
+        reply = stub.Recommend(pb.RecommendRequest(user_id=random.choice(self.users), n=10),
+                               metadata=(("application", self.application),), timeout=60)
+        return dict(reply.latency_ms)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class NoOp:
+    async def __call__(self, request) -> dict:
+        return {}
+
+    async def Recommend(self, message: pb.RecommendRequest) -> pb.RecommendResponse:  # noqa: N802
+        return pb.RecommendResponse()
+
+
+def in_process_floor(args, users: list[int], total: int) -> list[float]:
+    """The three stages' own code, constructed and called in this process (no Serve)."""
+    from ray_apps.intent import Intent
+    from ray_apps.ranking import Ranking
+    from ray_apps.retrieval import Query, Retrieval
+
+    store = {"feature_repo": args.feature_repo, "online_store": args.online_store}
+    retrieval_knobs, intent_knobs, ranking_knobs = args.knobs()
+    r = Retrieval.func_or_class(**store, threads=1)
+    i = Intent.func_or_class(**store, lm_model=args.lm_model, threads=1)
+    k = Ranking.func_or_class(**store, threads=1)
+
+    async def go() -> list[float]:
+        await r.reconfigure(retrieval_knobs.model_dump())
+        await i.reconfigure(intent_knobs.model_dump())
+        await k.reconfigure(ranking_knobs.model_dump())
+        out = []
+        for _ in range(total):
+            tick = time.perf_counter()
+            got = await r(Query(user_id=random.choice(users)))
+            intent = await i(got, "")
+            await k(got, intent, 10)
+            out.append((time.perf_counter() - tick) * 1000)
+        return out
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    import ray
+
+    from ray_apps.app import args_from_config, grpc_options, start
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/tiny.yaml"))
+    parser.add_argument("--requests", type=int, default=300, help="per load level")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    options = parser.parse_args()
+    cfg = PlatformConfig.load(options.config)
+    args = args_from_config(cfg)
+    users = list(range(1, 944))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    http_port, grpc_port = free_port(), free_port()
+    from ray.serve.schema import LoggingConfig
+
+    quiet = LoggingConfig(enable_access_log=False, log_level="WARNING")
+    serve.start(http_options={"port": http_port}, grpc_options=grpc_options(grpc_port),
+                logging_config=quiet)
+    url, target = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+
+    print("1/3 no-op Serve deployment (Serve's own cost), 1 client")
+    serve.run(NoOp.bind(), name="noop", route_prefix="/noop", logging_config=quiet)
+    noop = {}
+    for name, caller in (("http", HTTPCaller(url, users, "/noop")),
+                         ("grpc", GRPCCaller(target, users, "noop"))):
+        closed_loop(caller, 1, 30)
+        noop[name] = percentiles(closed_loop(caller, 1, options.requests)[1])
+        print(f"  {name}: p50 {noop[name]['p50']:.1f} ms, p99 {noop[name]['p99']:.1f} ms")
+    serve.shutdown()
+
+    print("2/3 floor: the three stages in-process")
+    floor = in_process_floor(args, users, 30)
+    floor = percentiles(in_process_floor(args, users, options.requests))
+    print(f"  p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
+
+    print("3/3 the app under closed-loop load")
+    start(args, http_port=http_port, grpc_port=grpc_port)
+    rows = []
+    for protocol, caller in (("http", HTTPCaller(url, users)),
+                             ("grpc", GRPCCaller(target, users, "irec"))):
+        closed_loop(caller, 1, 30)
+        for clients in options.clients:
+            rate, latencies, stages = closed_loop(caller, clients, options.requests)
+            p = percentiles(latencies)
+            stage = {k: statistics.median(s[k] for s in stages if k in s)
+                     for k in ("feast", "retrieval", "intent", "ranking")}
+            rows.append((protocol, clients, rate, p, stage))
+            print(f"  {protocol} x{clients}: {rate:.0f} req/s, p50 {p['p50']:.1f} "
+                  f"p95 {p['p95']:.1f} p99 {p['p99']:.1f} ms")
+    print("\n| protocol | clients | req/s | p50 ms | p95 ms | p99 ms | stage medians ms "
+          "(feast / retrieval / intent / ranking) |\n|---|---|---|---|---|---|---|")
+    for protocol, clients, rate, p, s in rows:
+        print(f"| {protocol} | {clients} | {rate:.0f} | {p['p50']:.1f} | {p['p95']:.1f} | "
+              f"{p['p99']:.1f} | {s['feast']:.1f} / {s['retrieval']:.1f} / {s['intent']:.1f} / "
+              f"{s['ranking']:.1f} |")
+    print(f"\nfloor (in-process stages): p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms; "
+          f"no-op Serve p99: HTTP {noop['http']['p99']:.1f} ms, gRPC {noop['grpc']['p99']:.1f} ms")
+    for protocol, clients, _, p, _ in rows:
+        if clients != 1:
+            continue
+        bound = 2 * floor["p99"] + noop[protocol]["p99"]
+        print(f"{protocol} at 1 client: p99 {p['p99']:.1f} ms vs 50 ms target "
+              f"({'PASS' if p['p99'] <= 50 else 'MISS'}); vs 2 x floor + no-op = {bound:.1f} ms "
+              f"({'PASS' if p['p99'] <= bound else 'MISS'})")
+    serve.shutdown()
+
+
+if __name__ == "__main__":
+    main()
