@@ -73,6 +73,9 @@ class RankingKnobs(Strict):
     model_tag: str
     weights: FusionWeights = FusionWeights()
     explain_top: int = Field(2, ge=0, le=10)  # history items named per recommendation
+    # Item trend features (Feast item_stats) are re-read for the whole catalogue at most this
+    # often; materialization moves them daily, a per-request read costs ~10 ms for K=100.
+    item_features_ttl_s: float = Field(60.0, ge=0)
 
 
 class AppArgs(Strict):

@@ -6,7 +6,8 @@ Fused score = sum of weighted, z-scored terms (weights in ``user_config``):
   like       the decay head's P(like), with history pooled by the learned decay at request time;
   intent     the intent distribution . the item's genres;
   query      the query's LM similarity to the item text (when a query is given);
-  popularity the trailing-window popularity from Feast ``item_stats``.
+  popularity the trailing-window popularity from Feast ``item_stats`` (the whole catalogue's,
+             re-read in the background every ``item_features_ttl_s``).
 Cold start has no user state: popularity within intent (popularity x intent match).
 Each pick is explained: how well it matches the intent, through which genres, and the history
 items whose item vectors are closest to it.
@@ -48,13 +49,36 @@ class Ranking:
         self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
         self.models = ModelCache(self.store)
         self.knobs: RankingKnobs | None = None
+        self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
+        self.read_at = float("-inf")
+        self.refreshing: asyncio.Task | None = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = RankingKnobs.model_validate(config)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
+        self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
+        self.read_at = time.monotonic()
         self.models.current = model.tag
         self.knobs = knobs
+
+    def _item_stats(self, num_items: int) -> torch.Tensor:
+        got = online_features(self.store, [{"item_id": i} for i in range(1, num_items + 1)],
+                              ["item_stats:item_popularity_window"])
+        window = np.nan_to_num(np.array(got["item_popularity_window"], dtype=float))
+        return torch.log1p(torch.tensor(np.concatenate([[0.0], window])).float())
+
+    def _refresh_item_stats(self, num_items: int) -> None:
+        """Re-read item features in the background once they are older than the TTL."""
+        stale = time.monotonic() - self.read_at > self.knobs.item_features_ttl_s
+        if not stale or (self.refreshing is not None and not self.refreshing.done()):
+            return
+
+        async def refresh() -> None:
+            self.popularity = await asyncio.to_thread(self._item_stats, num_items)
+            self.read_at = time.monotonic()
+
+        self.refreshing = asyncio.get_running_loop().create_task(refresh())
 
     async def __call__(self, retrieved: Candidates, intent: IntentResult, n: int) -> Ranked:
         began = time.perf_counter()
@@ -62,12 +86,9 @@ class Ranking:
             return Ranked()
         model = await self.models.aget(retrieved.model)
         cands = torch.tensor(retrieved.candidates)  # (K,)
-        tick = time.perf_counter()
-        got = online_features(self.store, [{"item_id": int(i)} for i in cands],
-                              ["item_stats:item_popularity_window"])
-        feast_ms = (time.perf_counter() - tick) * 1000
-        pop = torch.tensor(np.nan_to_num(np.array(got["item_popularity_window"], dtype=float)))
-        pop = torch.log1p(pop.float())  # (K,)
+        self._refresh_item_stats(model.num_items)
+        table = self.popularity
+        pop = table[cands] if len(table) > int(cands.max()) else torch.zeros(len(cands))  # (K,)
         dist = torch.tensor(intent.intent) if intent.intent else None  # (G,)
         match = (model.genre_matrix[cands] @ dist if dist is not None
                  else torch.zeros(len(cands)))  # (K,)
@@ -91,8 +112,7 @@ class Ranking:
                     "because_of": because[rank],
                     "because_of_titles": [model.titles[h] for h in because[rank]]}})
         ms = (time.perf_counter() - began) * 1000
-        return Ranked(items=items, latency_ms={"ranking": round(ms, 3),
-                                               "ranking_feast": round(feast_ms, 3)})
+        return Ranked(items=items, latency_ms={"ranking": round(ms, 3)})
 
     def _fuse(self, model: ServingModel, retrieved: Candidates, cands: torch.Tensor,
               match: torch.Tensor, pop: torch.Tensor, query_match: list[float] | None):

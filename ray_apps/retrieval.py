@@ -58,6 +58,9 @@ class Retrieval:
         torch.set_num_threads(threads)
         self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
         self.ttl_s = self.store.get_feature_view("user_history").ttl.total_seconds()
+        # One FeatureService object for the replica's life: Feast re-compiles the on-demand
+        # view for every new object, which costs ~15 ms a read (0.9 ms with a reused one).
+        self.service = self.store.get_feature_service("retrieval_v1")
         self.models = ModelCache(self.store)
         self.knobs: RetrievalKnobs | None = None
         self.popularity: np.ndarray | None = None
@@ -100,7 +103,7 @@ class Retrieval:
         if users:
             tick = time.perf_counter()
             got = online_features(self.store, [{"user_id": queries[i].user_id} for i in users],
-                                  "retrieval_v1", request_ts=now)
+                                  self.service, request_ts=now)
             feast_ms = (time.perf_counter() - tick) * 1000
             for row, i in enumerate(users):
                 out[i] = self._from_features(queries[i], got, row, model, now)
