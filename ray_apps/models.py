@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from feast import FeatureStore
 
-from features.store import schema_hash
+from features.store import online_features, schema_hash
 from serving import package
 from training.models.interest import InterestTransformer
 
@@ -37,7 +37,7 @@ class ServingModel:
     genres: list[list[str]]
     genre_names: list[str]
     genre_matrix: torch.Tensor  # (I+1, G) rows sum to 1 (or 0 for items without genres)
-    text: torch.Tensor | None  # (I+1, E) L2-normalised item text embeddings, or None
+    unit_vectors: torch.Tensor  # (I+1, D) item_vectors, L2-normalised (explanations)
 
     @property
     def num_items(self) -> int:
@@ -85,12 +85,22 @@ def load(tag: str, store: FeatureStore) -> ServingModel:
             if g in index:
                 matrix[i, index[g]] = 1.0
     matrix = matrix / matrix.sum(-1, keepdim=True).clamp(min=1.0)
-    text = None
-    if model.cfg.text_dim:
-        text = torch.nn.functional.normalize(model.text.float(), dim=-1)
     return ServingModel(tag=packaged.tag, model=model, item_vectors=packaged.item_vectors,
                         titles=titles, raw_ids=raw_ids, genres=genres, genre_names=names,
-                        genre_matrix=matrix, text=text)
+                        genre_matrix=matrix,
+                        unit_vectors=torch.nn.functional.normalize(packaged.item_vectors, dim=-1))
+
+
+def item_trends(store: FeatureStore, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(I+1,) trailing-window and all-time event counts of every item, from Feast item_stats.
+
+    Row 0 (padding) is 0; items without features count 0.
+    """
+    got = online_features(store, [{"item_id": i} for i in range(1, num_items + 1)],
+                          ["item_stats:item_popularity_window", "item_stats:item_event_count"])
+    window = np.nan_to_num(np.array(got["item_popularity_window"], dtype=float))
+    total = np.nan_to_num(np.array(got["item_event_count"], dtype=float))
+    return np.concatenate([[0.0], window]), np.concatenate([[0.0], total])
 
 
 class ModelCache:

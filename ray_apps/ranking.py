@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 from ray import serve
 
-from features.store import online_features, open_store
+from features.store import open_store
 from irec.config import FeatureConfig
 from ray_apps.config import RankingKnobs
 from ray_apps.intent import IntentResult
-from ray_apps.models import ModelCache, ServingModel
+from ray_apps.models import ModelCache, ServingModel, item_trends
 from ray_apps.retrieval import Candidates
 
 
@@ -63,10 +62,8 @@ class Ranking:
         self.knobs = knobs
 
     def _item_stats(self, num_items: int) -> torch.Tensor:
-        got = online_features(self.store, [{"item_id": i} for i in range(1, num_items + 1)],
-                              ["item_stats:item_popularity_window"])
-        window = np.nan_to_num(np.array(got["item_popularity_window"], dtype=float))
-        return torch.log1p(torch.tensor(np.concatenate([[0.0], window])).float())
+        window, _ = item_trends(self.store, num_items)
+        return torch.log1p(torch.from_numpy(window).float())
 
     def _refresh_item_stats(self, num_items: int) -> None:
         """Re-read item features in the background once they are older than the TTL."""
@@ -144,7 +141,7 @@ class Ranking:
         history = sorted(set(retrieved.items))
         if not history or not top:
             return [[] for _ in picks]
-        unit = torch.nn.functional.normalize(model.item_vectors, dim=-1)
+        unit = model.unit_vectors
         sims = unit[picks] @ unit[history].T  # (N, H)
         best = sims.topk(min(top, len(history)), dim=-1).indices
         return [[history[j] for j in row] for row in best.tolist()]

@@ -21,7 +21,7 @@ from ray import serve
 from features.store import online_features, open_store
 from irec.config import FeatureConfig
 from ray_apps.config import RetrievalKnobs
-from ray_apps.models import ModelCache, ServingModel
+from ray_apps.models import ModelCache, ServingModel, item_trends
 
 
 class Query(BaseModel):
@@ -77,12 +77,10 @@ class Retrieval:
 
     def _popularity(self, num_items: int) -> np.ndarray:
         """(I+1,) trailing-window popularity, the all-time count breaking ties."""
-        rows = [{"item_id": i} for i in range(1, num_items + 1)]
-        got = online_features(self.store, rows, ["item_stats:item_popularity_window",
-                                                 "item_stats:item_event_count"])
-        window = np.nan_to_num(np.array(got["item_popularity_window"], dtype=float))
-        total = np.nan_to_num(np.array(got["item_event_count"], dtype=float))
-        return np.concatenate([[-np.inf], window + total / (total.max() + 1.0)])
+        window, total = item_trends(self.store, num_items)
+        scores = window + total / (total.max() + 1.0)
+        scores[0] = -np.inf
+        return scores
 
     def model_tag(self) -> str:
         return self.models.current or ""
@@ -147,7 +145,7 @@ class Retrieval:
 
     def _cold(self, q: Query, model: ServingModel, now: int, reason: str) -> Candidates:
         scores = self.popularity.copy()
-        scores[[i for i in q.exclude]] = -np.inf
+        scores[q.exclude] = -np.inf
         top = np.argsort(-scores, kind="stable")[: self.knobs.k]
         top = top[np.isfinite(scores[top])]
         return Candidates(model=model.tag, cold_start=True, cold_start_reason=reason, as_of=now,

@@ -12,7 +12,7 @@ import socket
 import pandas as pd
 import pytest
 
-from ray_apps.config import AppArgs, DeploymentKnobs, RetrievalKnobs
+from ray_apps.config import STAGES, AppArgs, DeploymentKnobs, RetrievalKnobs
 from serving import package
 
 
@@ -50,7 +50,7 @@ def app_args(ml100k_workspace, model_tag, dataset_end) -> AppArgs:
     return AppArgs(
         model_tag=model_tag, feature_repo=str(ml100k_workspace.repo_path),
         retrieval=RetrievalKnobs(model_tag=model_tag, as_of=dataset_end),
-        deployments={s: small for s in ("Retrieval", "Intent", "Ranking", "Ingress")})
+        deployments={s: small for s in STAGES})
 
 
 @pytest.fixture(scope="session")

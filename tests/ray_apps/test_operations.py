@@ -13,7 +13,14 @@ from hypothesis import HealthCheck, given, settings
 
 from ray_apps.app import apply, deploy, preflight, serve_config, with_model_tag
 from ray_apps.client import GRPCClient, HTTPClient
-from ray_apps.config import AppArgs, DeploymentKnobs, IntentKnobs, RankingKnobs, RetrievalKnobs
+from ray_apps.config import (
+    STAGES,
+    AppArgs,
+    DeploymentKnobs,
+    IntentKnobs,
+    RankingKnobs,
+    RetrievalKnobs,
+)
 from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest
 from serving import recommend_pb2 as pb
@@ -91,7 +98,7 @@ def test_contract_mismatch_refuses_to_start(served, app_args, untrained):
     bad_tag = save_model(untrained, services=wrong)
     bad = _with(app_args, tag=bad_tag).model_copy(update={"deployments": {
         s: DeploymentKnobs(num_cpus=0.1, max_constructor_retry_count=1)
-        for s in ("Retrieval", "Intent", "Ranking", "Ingress")}})
+        for s in STAGES}})
     with pytest.raises(ContractError, match="refusing to start"):
         preflight(bad)
     with pytest.raises(RuntimeError, match="refusing to start"):
