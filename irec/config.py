@@ -9,6 +9,7 @@ current directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FEATURE_REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+# A deployment's own feature_store.yaml for the redis profile (the Helm chart mounts one from
+# its values into every pod); unset: the packaged feature_store.production.yaml.
+FEATURE_STORE_YAML_ENV = "IREC_FEATURE_STORE_YAML"
 PATH_KEYS = ("ingest.path", "ingest.items_path", "ingest.users_path", "ingest.download_dir",
              "features.repo_path")
 
@@ -67,7 +71,8 @@ class FeatureConfig(StrictModel):
     # store). The definitions always come from the `feature_repo` package.
     repo_path: Path = FEATURE_REPO_DIR
     # sqlite: embedded default (feature_store.yaml); redis: production profile
-    # (feature_store.production.yaml, connection string from $REDIS_CONNECTION_STRING).
+    # (feature_store.production.yaml, or the file named by $IREC_FEATURE_STORE_YAML;
+    # connection string from $REDIS_CONNECTION_STRING).
     online_store: Literal["sqlite", "redis"] = "sqlite"
     # Length N of the user recent-history list features (the sequence the models read).
     history_length: int = Field(50, ge=1, le=1000)
@@ -81,10 +86,10 @@ class FeatureConfig(StrictModel):
 
     @property
     def store_yaml(self) -> Path:
-        name = "feature_store.yaml" if self.online_store == "sqlite" else (
-            "feature_store.production.yaml"
-        )
-        return FEATURE_REPO_DIR / name
+        if self.online_store == "sqlite":
+            return FEATURE_REPO_DIR / "feature_store.yaml"
+        override = os.environ.get(FEATURE_STORE_YAML_ENV)
+        return Path(override) if override else FEATURE_REPO_DIR / "feature_store.production.yaml"
 
 
 class ModelConfig(StrictModel):
@@ -147,6 +152,43 @@ class TrainingConfig(StrictModel):
     inject_failure_at_epoch: int | None = None
 
 
+Stage = Literal["Retrieval", "Intent", "Ranking", "Ingress"]
+
+
+class AutoscalingConfig(StrictModel):
+    """Ray Serve autoscaling of one deployment: replaces its fixed replica count.
+
+    On KubeRay the Ray autoscaler then adds or removes worker pods (within the worker
+    groups' min/max) to fit the replicas Serve asks for.
+    """
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    # Ongoing requests per replica that Serve aims for when it scales.
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} must not exceed "
+                             f"max_replicas={self.max_replicas}")
+        return self
+
+
+class StageConfig(StrictModel):
+    """Placement of one Serve deployment (cluster presets; the defaults fit one machine)."""
+
+    num_replicas: int = Field(1, ge=1)
+    # CPUs per replica; None: serving.num_cpus_per_deployment.
+    num_cpus: float | None = Field(None, gt=0)
+    # GPUs per replica (places the replicas on a GPU worker group on KubeRay).
+    num_gpus: float = Field(0.0, ge=0)
+    # torch/BLAS threads per replica.
+    threads: int = Field(1, ge=1)
+    # Serve autoscaling instead of num_replicas.
+    autoscaling: AutoscalingConfig | None = None
+
+
 class ServingConfig(StrictModel):
     """The Ray Serve application as ``irec serve`` and ``irec run`` start it (ray_apps/)."""
 
@@ -164,6 +206,9 @@ class ServingConfig(StrictModel):
     default_n: int = Field(10, ge=1, le=100)
     # CPUs each of the four deployments reserves (fractions: they share small machines).
     num_cpus_per_deployment: float = Field(0.25, gt=0)
+    # Per-stage placement (replicas or autoscaling, CPUs, GPUs, threads); stages not named
+    # here get num_cpus_per_deployment and one replica.
+    deployments: dict[Stage, StageConfig] = {}
 
 
 class PlatformConfig(StrictModel):

@@ -26,7 +26,7 @@ from ray.serve.deployment import Application, Deployment, deployment_to_schema
 from ray.serve.schema import LoggingConfig, ServeApplicationSchema, ServeDeploySchema
 
 from features.store import open_store
-from irec.config import FeatureConfig, PlatformConfig
+from irec.config import FeatureConfig, PlatformConfig, ServingConfig, StageConfig
 from ray_apps.config import STAGES, AppArgs, DeploymentKnobs, RetrievalKnobs
 from ray_apps.ingress import Ingress
 from ray_apps.intent import Intent
@@ -40,13 +40,19 @@ GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
 
 
 def _placed(deployment: Deployment, knobs: DeploymentKnobs, user_config: dict | None) -> Deployment:
+    actor: dict[str, float] = {"num_cpus": knobs.num_cpus}
+    if knobs.num_gpus:
+        actor["num_gpus"] = knobs.num_gpus
     options: dict[str, Any] = {
-        "num_replicas": knobs.num_replicas,
         "max_ongoing_requests": knobs.max_ongoing_requests,
         "max_queued_requests": knobs.max_queued_requests,
         "max_constructor_retry_count": knobs.max_constructor_retry_count,
-        "ray_actor_options": {"num_cpus": knobs.num_cpus},
+        "ray_actor_options": actor,
     }
+    if knobs.autoscaling is None:
+        options["num_replicas"] = knobs.num_replicas
+    else:
+        options["autoscaling_config"] = knobs.autoscaling.model_dump()
     if user_config is not None:
         options["user_config"] = user_config
     return deployment.options(**options)
@@ -121,13 +127,20 @@ def args_from_config(cfg: PlatformConfig) -> AppArgs:
     if s.clock == "dataset_end":
         manifest = read_manifest(cfg.features.data_dir)
         as_of = int(pd.Timestamp(manifest["time_range"][1]).timestamp()) + 1
-    placement = DeploymentKnobs(num_cpus=s.num_cpus_per_deployment)
     return AppArgs(
         model_tag=s.model_tag, feature_repo=str(cfg.features.repo_path.resolve()),
         online_store=cfg.features.online_store, lm_model=cfg.features.lm.model,
         default_n=s.default_n,
         retrieval=RetrievalKnobs(model_tag=s.model_tag, k=s.k, as_of=as_of),
-        deployments={stage: placement for stage in STAGES})
+        deployments={stage: _placement(s, stage) for stage in STAGES})
+
+
+def _placement(s: ServingConfig, stage: str) -> DeploymentKnobs:
+    given = s.deployments.get(stage, StageConfig())
+    return DeploymentKnobs(num_replicas=given.num_replicas,
+                           num_cpus=given.num_cpus or s.num_cpus_per_deployment,
+                           num_gpus=given.num_gpus, threads=given.threads,
+                           autoscaling=given.autoscaling)
 
 
 def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:

@@ -13,9 +13,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from irec.config import AutoscalingConfig, Stage
 from ray_apps.schemas import MAX_N
 
-Stage = Literal["Retrieval", "Intent", "Ranking", "Ingress"]
 STAGES: tuple[str, ...] = get_args(Stage)
 
 
@@ -29,6 +29,10 @@ class DeploymentKnobs(Strict):
     num_replicas: int = Field(1, ge=1)
     # Fractional CPUs: four deployments must fit on a 2-core machine.
     num_cpus: float = Field(0.25, gt=0)
+    # GPUs per replica (0: CPU only).
+    num_gpus: float = Field(0.0, ge=0)
+    # Serve autoscaling between min and max replicas; replaces num_replicas when set.
+    autoscaling: AutoscalingConfig | None = None
     # torch/BLAS threads per replica (pinned at start).
     threads: int = Field(1, ge=1)
     # Requests a replica works on at once; beyond it they wait in the caller's queue...
