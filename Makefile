@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/tiny.yaml
 
-.PHONY: setup run test lint bench proto chart-config
+.PHONY: setup run test lint bench proto chart-config chart-docs
 
 setup:  ## venv, the CPU torch pin, the package with dev extras, redis-server
 	@command -v redis-server >/dev/null || { \
@@ -32,6 +32,10 @@ bench:  ## feature-store benchmark (prints figures)
 proto:  ## regenerate the gRPC modules from serving/recommend.proto
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. serving/recommend.proto
 
-chart-config:  ## regenerate the Helm chart's embedded platform config and Serve config from configs/k8s.yaml
+chart-config:  ## regenerate the chart's embedded configs (from configs/k8s.yaml) and values.schema.json
 	cp configs/k8s.yaml charts/irec/files/platform.yaml
 	$(BIN)/irec serve-config --config configs/k8s.yaml -o charts/irec/files/serve-config.yaml
+	$(BIN)/python -m irec.k8s.schema
+
+chart-docs:  ## regenerate the values table of charts/irec/README.md from values.yaml
+	$(BIN)/python -m irec.k8s.docs

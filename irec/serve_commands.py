@@ -71,13 +71,9 @@ def serve_config_cmd(
     output: Annotated[Path | None, typer.Option("-o", help="Write here (default stdout).")] = None,
 ) -> None:
     """The Serve config YAML of the app (what `serve build` writes; the chart's serveConfigV2)."""
-    from ray_apps.app import args_from_config, serve_config
+    from ray_apps.app import platform_serve_config
 
-    cfg = _config(config, model_tag)
-    s = cfg.serving
-    text = yaml.safe_dump(serve_config({"irec": args_from_config(cfg)}, http_port=s.http_port,
-                                       grpc_port=s.grpc_port,
-                                       request_timeout_s=s.request_timeout_s), sort_keys=False)
+    text = yaml.safe_dump(platform_serve_config(_config(config, model_tag)), sort_keys=False)
     if output is None:
         typer.echo(text)
     else:

@@ -143,6 +143,13 @@ def _placement(s: ServingConfig, stage: str) -> DeploymentKnobs:
                            autoscaling=given.autoscaling)
 
 
+def platform_serve_config(cfg: PlatformConfig) -> dict:
+    """The Serve config of the platform config: ``irec serve-config``, the chart's file."""
+    s = cfg.serving
+    return serve_config({"irec": args_from_config(cfg)}, http_port=s.http_port,
+                        grpc_port=s.grpc_port, request_timeout_s=s.request_timeout_s)
+
+
 def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:
     """A copy of a Serve config whose stages load ``tag``: only their ``user_config`` changes.
 

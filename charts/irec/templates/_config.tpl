@@ -1,0 +1,111 @@
+{{/*
+Configuration derived from values and from the files the Makefile generates (`make chart-config`):
+files/platform.yaml is configs/k8s.yaml, files/serve-config.yaml is `irec serve-config` of it.
+*/}}
+
+{{/* Values that the schema cannot check; fails the render with a message naming the key. */}}
+{{- define "irec.validate" -}}
+{{- if not .Values.redis.auth.existingSecret -}}
+{{- fail "redis.auth.existingSecret is required: create a Secret with the Redis password (kubectl create secret generic irec-redis --from-literal=redis-password=\"$(openssl rand -hex 24)\") and name it here; the chart never writes a password" -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.redis.external.host) -}}
+{{- fail "redis.external.host is required when redis.enabled is false" -}}
+{{- end -}}
+{{- if eq .Values.modelStore.mode "objectStore" -}}
+{{- if not .Values.modelStore.objectStore.url -}}
+{{- fail "modelStore.objectStore.url is required when modelStore.mode is objectStore" -}}
+{{- end -}}
+{{- if and .Values.serving.enabled (or (not .Values.serving.modelTag) (eq .Values.serving.modelTag "champion")) -}}
+{{- fail "serving.modelTag must name a model version (interest:<version>) when modelStore.mode is objectStore: the serving pods import that archive at start" -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $group := dict "serving.workers.cpu" .Values.serving.workers.cpu "serving.workers.gpu" .Values.serving.workers.gpu -}}
+{{- if or (lt (int $group.replicas) (int $group.minReplicas)) (gt (int $group.replicas) (int $group.maxReplicas)) -}}
+{{- fail (printf "%s.replicas=%v must lie within minReplicas=%v and maxReplicas=%v" $name $group.replicas $group.minReplicas $group.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.serving.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" -}}
+{{- if not .Values.serving.upgradeStrategy.clusterUpgradeOptions.gatewayClassName -}}
+{{- fail "serving.upgradeStrategy.clusterUpgradeOptions (gatewayClassName, stepSizePercent, intervalSeconds) is required by NewClusterWithIncrementalUpgrade" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The platform config of the pods: the k8s preset with the values' overrides. */}}
+{{- define "irec.platformConfig" -}}
+{{- $config := fromYaml (.Files.Get "files/platform.yaml") -}}
+{{- $training := mergeOverwrite (deepCopy $config.training) (deepCopy .Values.retraining.training) -}}
+{{- $_ := set $config "training" $training -}}
+{{- $ingest := $config.ingest -}}
+{{- $_ := set $ingest "format" .Values.features.dataset.format -}}
+{{- if .Values.features.dataset.path -}}
+{{- $_ := set $ingest "path" .Values.features.dataset.path -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/*
+The RayService's serveConfigV2: `serving.serveConfigV2` verbatim, else the embedded builder
+output; with `serving.modelTag`, every stage's user_config.model_tag of the `irec` app is that
+tag (what ray_apps.app.with_model_tag does: a reconfigure, no replica restart).
+*/}}
+{{- define "irec.serveConfig" -}}
+{{- if .Values.serving.serveConfigV2 -}}
+{{- .Values.serving.serveConfigV2 -}}
+{{- else if .Values.serving.modelTag -}}
+{{- $config := fromYaml (.Files.Get "files/serve-config.yaml") -}}
+{{- range $app := $config.applications -}}
+{{- if eq $app.name "irec" -}}
+{{- range $deployment := $app.deployments -}}
+{{- if and $deployment.user_config (hasKey $deployment.user_config "model_tag") -}}
+{{- $_ := set $deployment.user_config "model_tag" $.Values.serving.modelTag -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- else -}}
+{{- .Files.Get "files/serve-config.yaml" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Serve's HTTP and gRPC ports, read from the effective Serve config. */}}
+{{- define "irec.servePorts" -}}
+{{- $config := fromYaml (include "irec.serveConfig" .) -}}
+http: {{ (($config.http_options | default dict).port | default 8000) | int }}
+grpc: {{ (($config.grpc_options | default dict).port | default 9000) | int }}
+{{- end -}}
+
+{{/* feature_store.yaml of every pod (IREC_FEATURE_STORE_YAML): Redis online store. */}}
+{{- define "irec.featureStoreYaml" -}}
+{{- $store := .Values.features.store -}}
+project: {{ $store.project }}
+registry: {{ $store.registry }}
+provider: local
+offline_store:
+  type: duckdb
+online_store:
+  type: redis
+  redis_type: {{ $store.redisType }}
+  connection_string: ${REDIS_CONNECTION_STRING}
+  {{- if $store.keyTtlSeconds }}
+  key_ttl_seconds: {{ $store.keyTtlSeconds }}
+  {{- end }}
+entity_key_serialization_version: 3
+{{- end -}}
+
+{{- define "irec.redisHost" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "%s.%s.svc" (include "irec.componentName" (list . "redis")) .Release.Namespace -}}
+{{- else -}}
+{{- .Values.redis.external.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "irec.redisPort" -}}
+{{- if .Values.redis.enabled -}}6379{{- else -}}{{ .Values.redis.external.port }}{{- end -}}
+{{- end -}}
+
+{{- define "irec.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}

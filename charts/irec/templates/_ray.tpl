@@ -1,0 +1,64 @@
+{{/*
+A Ray head or worker pod template (RayService, RayJob, RayCronJob). Call with
+(dict "ctx" $ "component" "serving"|"retraining" "role" "head"|"worker" "group" VALUES
+      "gpus" N "gpuResourceName" NAME "kubeRayServiceAccount" BOOL)
+Serving pods mount the data volumes read-only; with modelStore.mode objectStore they import
+serving.modelTag into an emptyDir first. kubeRayServiceAccount: leave the ServiceAccount to
+KubeRay, which gives the autoscaler on the head its RBAC.
+*/}}
+{{- define "irec.rayPodTemplate" -}}
+{{- $ctx := .ctx -}}
+{{- $serving := eq .component "serving" -}}
+{{- $import := and $serving (eq $ctx.Values.modelStore.mode "objectStore") -}}
+{{- $ports := fromYaml (include "irec.servePorts" $ctx) -}}
+metadata:
+  labels:
+    {{- include "irec.labels" (list $ctx .component) | nindent 4 }}
+spec:
+  {{- if .kubeRayServiceAccount }}
+  automountServiceAccountToken: true
+  {{- else }}
+  serviceAccountName: {{ include "irec.serviceAccountName" $ctx }}
+  automountServiceAccountToken: false
+  {{- end }}
+  securityContext:
+    {{- include "irec.podSecurityContext" $ctx.Values.podSecurityContext | nindent 4 }}
+  {{- include "irec.imagePullSecrets" $ctx | nindent 2 }}
+  {{- if $import }}
+  initContainers:
+    {{- include "irec.modelImportContainer" $ctx | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: ray-{{ .role }}
+      image: {{ include "irec.image" $ctx }}
+      imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+      env:
+        {{- include "irec.env" $ctx | nindent 8 }}
+      ports:
+        {{- if eq .role "head" }}
+        - {name: gcs-server, containerPort: 6379}
+        - {name: dashboard, containerPort: 8265}
+        - {name: client, containerPort: 10001}
+        {{- end }}
+        - {name: metrics, containerPort: 8080}
+        {{- if $serving }}
+        - {name: serve, containerPort: {{ $ports.http }}}
+        - {name: grpc, containerPort: {{ $ports.grpc }}}
+        {{- end }}
+      securityContext:
+        {{- include "irec.securityContext" $ctx | nindent 8 }}
+      resources:
+        {{- include "irec.resources" (dict "resources" .group.resources "gpus" .gpus "gpuResourceName" .gpuResourceName) | nindent 8 }}
+      volumeMounts:
+        {{- include "irec.volumeMounts" (dict "ctx" $ctx "ray" true "models" true "readOnlyData" $serving) | nindent 8 }}
+  volumes:
+    {{- include "irec.volumes" (dict "ctx" $ctx "ray" true "models" (ternary "emptyDir" "pvc" $import)) | nindent 4 }}
+  {{- include "irec.scheduling" .group | nindent 2 }}
+{{- end -}}
+
+{{/* rayStartParams of a head: no work on it, dashboard reachable by KubeRay, metrics port. */}}
+{{- define "irec.headStartParams" -}}
+num-cpus: "0"
+dashboard-host: 0.0.0.0
+metrics-export-port: "8080"
+{{- end -}}

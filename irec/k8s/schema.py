@@ -1,0 +1,248 @@
+"""Write charts/irec/values.schema.json (JSON Schema draft-07): ``python -m irec.k8s.schema``.
+
+Every object refuses unknown keys. Kubernetes pass-through fields (affinity, NetworkPolicy
+peers, ...) are typed to their first level here and validated in full against the Kubernetes
+schemas after rendering (irec.k8s.validate). ``retraining.training`` is generated from
+``irec.config.TrainingConfig``, so the chart refuses what the training job would refuse.
+``make chart-config`` runs this; a test fails when the committed file differs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from irec.config import TrainingConfig
+from irec.k8s.render import CHART_DIR
+
+SCHEMA_PATH = CHART_DIR / "values.schema.json"
+QUANTITY = {"type": ["string", "number"], "pattern": r"^[0-9.]+([eE][0-9]+)?[a-zA-Z]*$"}
+
+
+def obj(properties: dict[str, Any], description: str = "", **extra: Any) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "additionalProperties": False, **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def string(**extra: Any) -> dict:
+    return {"type": "string", **extra}
+
+
+def integer(minimum: int | None = 0, **extra: Any) -> dict:
+    schema: dict[str, Any] = {"type": "integer", **extra}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return schema
+
+
+BOOLEAN = {"type": "boolean"}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+REF = {name: {"$ref": f"#/definitions/{name}"} for name in
+       ("resources", "nodeSelector", "tolerations", "affinity", "peers", "labelSelector",
+        "image")}
+CRON = string(minLength=9, description="Cron expression (five fields).")
+
+
+def definitions() -> dict:
+    compute = obj({"cpu": QUANTITY, "memory": QUANTITY, "ephemeral-storage": QUANTITY},
+                  required=["cpu", "memory"])
+    selector = obj({
+        "matchLabels": STRING_MAP,
+        "matchExpressions": {"type": "array", "items": obj({
+            "key": string(), "operator": string(enum=["In", "NotIn", "Exists", "DoesNotExist"]),
+            "values": {"type": "array", "items": string()}}, required=["key", "operator"])},
+    })
+    peer = obj({"podSelector": REF["labelSelector"], "namespaceSelector": REF["labelSelector"],
+                "ipBlock": obj({"cidr": string(), "except": {"type": "array", "items": string()}},
+                               required=["cidr"])})
+    return {
+        "resources": obj({"requests": compute, "limits": compute}, required=["requests", "limits"],
+                         description="Requests and limits (cpu and memory both required)."),
+        "nodeSelector": STRING_MAP,
+        "tolerations": {"type": "array", "items": obj({
+            "key": string(), "operator": string(enum=["Exists", "Equal"]), "value": string(),
+            "effect": string(enum=["NoSchedule", "PreferNoSchedule", "NoExecute"]),
+            "tolerationSeconds": integer()})},
+        "affinity": obj({"nodeAffinity": {"type": "object"}, "podAffinity": {"type": "object"},
+                         "podAntiAffinity": {"type": "object"}}),
+        "labelSelector": selector,
+        "peers": {"type": "array", "items": peer},
+        "image": obj({"repository": string(minLength=1), "tag": string(minLength=1),
+                      "pullPolicy": string(enum=["Always", "IfNotPresent", "Never"])},
+                     required=["repository", "tag", "pullPolicy"]),
+    }
+
+
+def scheduling(affinity: bool = True) -> dict:
+    fields = {"nodeSelector": REF["nodeSelector"], "tolerations": REF["tolerations"]}
+    if affinity:
+        fields["affinity"] = REF["affinity"]
+    return fields
+
+
+def gpu_group(autoscaled: bool) -> dict:
+    fields = {"enabled": BOOLEAN, "replicas": integer(), "gpus": integer(1),
+              "gpuResourceName": string(minLength=1), "resources": REF["resources"],
+              **scheduling(affinity=autoscaled)}
+    if autoscaled:
+        fields |= {"minReplicas": integer(), "maxReplicas": integer()}
+    return obj(fields)
+
+
+def persistence(extra: dict | None = None) -> dict:
+    return obj({"existingClaim": string(), "size": QUANTITY, "storageClassName": string(),
+                "accessModes": {"type": "array", "minItems": 1, "items": string(enum=[
+                    "ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"])},
+                **(extra or {})})
+
+
+def training_overrides() -> dict:
+    """TrainingConfig's JSON schema with its $defs inlined and nothing required."""
+    schema = TrainingConfig.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items() if k not in ("title", "required")}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    result = inline(schema)
+    result["description"] = ("Overrides of the training section of configs/k8s.yaml "
+                             "(irec.config.TrainingConfig).")
+    return result
+
+
+def values_schema() -> dict:
+    serving = obj({
+        "enabled": BOOLEAN, "modelTag": string(), "serveConfigV2": string(),
+        "rayVersion": string(pattern=r"^\d+\.\d+\.\d+$"),
+        "upgradeStrategy": obj({
+            "type": string(enum=["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]),
+            "clusterUpgradeOptions": obj({
+                "gatewayClassName": string(), "stepSizePercent": integer(1, maximum=100),
+                "intervalSeconds": integer(1), "maxSurgePercent": integer(1, maximum=100)})},
+            required=["type"]),
+        "rayClusterDeletionDelaySeconds": integer(),
+        "serveService": obj({"type": string(enum=["ClusterIP", "NodePort", "LoadBalancer"]),
+                             "annotations": STRING_MAP, "httpPort": integer(1, maximum=65535),
+                             "grpcPort": integer(1, maximum=65535)}),
+        "autoscaling": obj({"enabled": BOOLEAN, "idleTimeoutSeconds": integer(),
+                            "upscalingMode": string(enum=["Default", "Aggressive",
+                                                          "Conservative"]),
+                            "resources": REF["resources"]}),
+        "gcsFaultTolerance": obj({"enabled": BOOLEAN, "redisAddress": string(),
+                                  "externalStorageNamespace": string()}),
+        "head": obj({"resources": REF["resources"], **scheduling()}),
+        "workers": obj({
+            "cpu": obj({"replicas": integer(), "minReplicas": integer(),
+                        "maxReplicas": integer(1), "resources": REF["resources"],
+                        **scheduling()}),
+            "gpu": gpu_group(autoscaled=True)}),
+        "podDisruptionBudget": obj({"enabled": BOOLEAN, "minAvailable": integer()}),
+        "serviceMonitor": obj({"enabled": BOOLEAN, "interval": string(pattern=r"^\d+[smh]$"),
+                               "labels": STRING_MAP}),
+    })
+    retraining = obj({
+        "enabled": BOOLEAN, "training": training_overrides(), "margin": {"type": "number"},
+        "runtimeEnv": obj({"env_vars": STRING_MAP, "pip": {}, "uv": {}, "conda": {},
+                           "working_dir": string(), "py_modules": {"type": "array"},
+                           "excludes": {"type": "array", "items": string()},
+                           "config": {"type": "object"}}),
+        "shutdownAfterJobFinishes": BOOLEAN, "ttlSecondsAfterFinished": integer(),
+        "backoffLimit": integer(), "activeDeadlineSeconds": integer(),
+        "schedule": obj({"enabled": BOOLEAN, "cron": CRON, "timeZone": string(minLength=1),
+                         "suspend": BOOLEAN}),
+        "job": obj({"enabled": BOOLEAN,
+                    "name": string(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", maxLength=63)}),
+        "head": obj({"resources": REF["resources"], **scheduling(affinity=False)}),
+        "workers": obj({
+            "cpu": obj({"replicas": integer(), "resources": REF["resources"],
+                        **scheduling(affinity=False)}),
+            "gpu": gpu_group(autoscaled=False)}),
+        "submitterResources": REF["resources"],
+    })
+    features = obj({
+        "enabled": BOOLEAN,
+        "store": obj({"project": string(pattern=r"^[a-zA-Z0-9_]+$"), "registry": string(),
+                      "redisType": string(enum=["redis", "redis_cluster", "redis_sentinel"]),
+                      "keyTtlSeconds": integer()}),
+        "dataset": obj({"format": string(enum=["movielens-100k", "sasrec", "generic"]),
+                        "path": string()}),
+        "persistence": persistence(),
+        "server": obj({"enabled": BOOLEAN, "replicas": integer(), "workers": integer(1),
+                       "registryTtlSeconds": integer(), "resources": REF["resources"],
+                       **scheduling(),
+                       "podDisruptionBudget": obj({"enabled": BOOLEAN,
+                                                   "maxUnavailable": integer(1)})}),
+        "apply": obj({"enabled": BOOLEAN, "ingest": BOOLEAN, "build": BOOLEAN,
+                      "materialize": BOOLEAN, "backoffLimit": integer(),
+                      "ttlSecondsAfterFinished": integer(), "resources": REF["resources"]}),
+        "materialize": obj({"enabled": BOOLEAN, "schedule": CRON,
+                            "timeZone": string(minLength=1), "suspend": BOOLEAN,
+                            "backoffLimit": integer(), "ttlSecondsAfterFinished": integer(),
+                            "historyLimit": integer(), "resources": REF["resources"]}),
+    })
+    redis = obj({
+        "enabled": BOOLEAN,
+        "auth": obj({"existingSecret": string(), "existingSecretPasswordKey": string(minLength=1)}),
+        "external": obj({"host": string(), "port": integer(1, maximum=65535), "tls": BOOLEAN}),
+        "image": REF["image"], "runAsUser": integer(1),
+        "persistence": obj({"enabled": BOOLEAN, "size": QUANTITY, "storageClassName": string()}),
+        "maxmemory": string(pattern=r"^\d+(b|kb|mb|gb)?$"),
+        "resources": REF["resources"], **scheduling(affinity=False),
+        "podDisruptionBudget": obj({"enabled": BOOLEAN}),
+    })
+    model_store = obj({
+        "mode": string(enum=["pvc", "objectStore"]),
+        "persistence": persistence(),
+        "objectStore": obj({"url": string(pattern=r"^([a-z0-9]+://.+)?$"),
+                            "credentialsSecret": string(), "resources": REF["resources"],
+                            "sizeLimit": QUANTITY}),
+    })
+    network = obj({
+        "enabled": BOOLEAN, "serveClients": REF["peers"], "featureServerClients": REF["peers"],
+        "kubeRayOperator": {"$ref": "#/definitions/peers/items"},
+        "dns": {"$ref": "#/definitions/peers/items"},
+        "apiServerCIDRs": {"type": "array", "items": string(pattern=r"^[0-9a-fA-F.:]+/\d+$")},
+        "apiServerPorts": {"type": "array", "items": integer(1, maximum=65535)},
+        "metricsScrapers": REF["peers"], "externalRedis": REF["peers"],
+        "extraEgress": {"type": "array", "items": obj({
+            "to": REF["peers"],
+            "ports": {"type": "array", "items": obj({
+                "port": {"type": ["integer", "string"]}, "endPort": integer(1),
+                "protocol": string(enum=["TCP", "UDP", "SCTP"])})}})},
+    })
+    return obj({
+        "nameOverride": string(), "fullnameOverride": string(), "image": REF["image"],
+        "imagePullSecrets": {"type": "array", "items": string(minLength=1)},
+        "serviceAccount": obj({"create": BOOLEAN, "name": string()}),
+        "podSecurityContext": obj({"runAsUser": integer(1), "runAsGroup": integer(1),
+                                   "fsGroup": integer(1)},
+                                  description="Non-root IDs only (restricted profile)."),
+        "networkPolicy": network, "serving": serving, "retraining": retraining,
+        "features": features, "redis": redis, "modelStore": model_store,
+    }, **{"$schema": "http://json-schema.org/draft-07/schema#", "title": "irec chart values",
+          "definitions": definitions()})
+
+
+def render_schema() -> str:
+    return json.dumps(values_schema(), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    path = Path((argv or sys.argv[1:] or [str(SCHEMA_PATH)])[0])
+    path.write_text(render_schema())
+    print(f"values schema: wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
