@@ -71,7 +71,7 @@ def test_feature_server_runs_feast_serve_on_the_shared_registry(rendered):
 def test_feature_jobs_run_the_irec_cli(rendered):
     objects = rendered["default"]
     job = named(objects, "Job", "-features-apply")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
     pod = job["spec"]["template"]["spec"]
     steps = [c["name"] for c in pod["initContainers"]] + [c["name"] for c in pod["containers"]]
     assert steps == ["ingest", "build", "apply", "materialize"]
