@@ -12,16 +12,16 @@ from collections.abc import Iterator
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
-def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
-    """(where, pod spec) of every pod template in ``obj``."""
+def pod_templates(obj: dict) -> Iterator[tuple[str, dict]]:
+    """(where, pod template: metadata and spec) of every pod ``obj`` makes."""
     kind, spec = obj.get("kind"), obj.get("spec") or {}
     name = f"{kind}/{(obj.get('metadata') or {}).get('name')}"
     if kind == "Pod":
-        yield name, spec
+        yield name, obj
     elif kind in WORKLOADS:
-        yield f"{name}.template", spec["template"]["spec"]
+        yield f"{name}.template", spec["template"]
     elif kind == "CronJob":
-        yield f"{name}.jobTemplate", spec["jobTemplate"]["spec"]["template"]["spec"]
+        yield f"{name}.jobTemplate", spec["jobTemplate"]["spec"]["template"]
     elif kind == "RayCluster":
         yield from _ray_cluster(name, spec)
     elif kind == "RayService":
@@ -30,6 +30,12 @@ def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
         yield from _ray_job(name, spec)
     elif kind == "RayCronJob":
         yield from _ray_job(f"{name}.jobTemplate", spec["jobTemplate"])
+
+
+def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
+    """(where, pod spec) of every pod template in ``obj``."""
+    for where, template in pod_templates(obj):
+        yield where, template["spec"]
 
 
 def containers(obj: dict) -> Iterator[tuple[str, dict]]:
@@ -55,13 +61,13 @@ def ray_clusters(obj: dict) -> Iterator[tuple[str, dict]]:
 
 
 def _ray_cluster(name: str, cluster: dict) -> Iterator[tuple[str, dict]]:
-    yield f"{name}.head", cluster["headGroupSpec"]["template"]["spec"]
+    yield f"{name}.head", cluster["headGroupSpec"]["template"]
     for group in cluster.get("workerGroupSpecs") or []:
-        yield f"{name}.workers[{group['groupName']}]", group["template"]["spec"]
+        yield f"{name}.workers[{group['groupName']}]", group["template"]
 
 
 def _ray_job(name: str, spec: dict) -> Iterator[tuple[str, dict]]:
     if spec.get("rayClusterSpec"):
         yield from _ray_cluster(f"{name}.rayClusterSpec", spec["rayClusterSpec"])
     if spec.get("submitterPodTemplate"):
-        yield f"{name}.submitter", spec["submitterPodTemplate"]["spec"]
+        yield f"{name}.submitter", spec["submitterPodTemplate"]

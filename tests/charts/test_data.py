@@ -40,9 +40,12 @@ def test_every_irec_container_reads_the_chart_configs(rendered):
     for where, container in (c for obj in rendered["production"] for c in containers(obj)):
         if container.get("image", "").split(":")[0] != "registry.example.com/ml/irec":
             continue
-        env = {e["name"]: e for e in container.get("env", [])}
-        if "REDIS_PASSWORD" not in env:
+        names = [e["name"] for e in container.get("env", [])]
+        if "REDIS_PASSWORD" not in names:
             continue
+        env = {e["name"]: e for e in container["env"]}
+        # $(REDIS_PASSWORD) expands only when the variable comes first.
+        assert names.index("REDIS_PASSWORD") < names.index("REDIS_CONNECTION_STRING"), where
         assert env["IREC_FEATURE_STORE_YAML"]["value"] == "/etc/irec/feature_store.yaml", where
         assert env["REDIS_CONNECTION_STRING"]["value"] == (
             "irec-redis.irec.svc:6379,password=$(REDIS_PASSWORD)"), where

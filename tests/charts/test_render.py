@@ -7,8 +7,8 @@ import re
 import pytest
 from chart_cases import CASES, by_kind, case_values
 
-from irec.k8s.pods import containers, pod_specs, ray_clusters
-from irec.k8s.render import lint, validate
+from irec.k8s.pods import containers, pod_specs, pod_templates, ray_clusters
+from irec.k8s.render import ValuesError, lint, render, validate
 
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|API_KEY|ACCESS_KEY", re.IGNORECASE)
 
@@ -16,6 +16,12 @@ SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|API_KEY|ACCESS_KEY",
 @pytest.mark.parametrize("case", CASES)
 def test_lint_is_clean(case):
     assert lint(case_values(case)) == []
+
+
+def test_bare_defaults_lint_clean_and_render_asks_for_the_redis_secret():
+    assert lint() == []
+    with pytest.raises(ValuesError, match="redis.auth.existingSecret is required"):
+        render()
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -105,9 +111,8 @@ def test_default_deny_network_policy_covers_every_pod(case, rendered):
     assert "ingress" not in spec and "egress" not in spec
     selector = spec["podSelector"]["matchLabels"]
     for obj in objects:
-        for where, _ in pod_specs(obj):
-            labels = _pod_labels(obj, where)
-            assert selector.items() <= labels.items(), where
+        for where, template in pod_templates(obj):
+            assert selector.items() <= template["metadata"]["labels"].items(), where
     dns = [rule for p in policies for rule in p["spec"].get("egress", [])
            if {"port": 53, "protocol": "UDP"} in rule.get("ports", [])]
     assert dns, "no DNS egress"
@@ -121,21 +126,3 @@ def test_disruption_budgets(case, rendered):
     assert budgets["serving"]["selector"]["matchLabels"]["ray.io/node-type"] == "worker"
     assert ("redis" in budgets) == case_values(case)["redis"].get("enabled", True)
 
-
-def _pod_labels(obj: dict, where: str) -> dict:
-    """Labels of the pod template at ``where`` (found by walking the same paths as pod_specs)."""
-    spec = obj["spec"]
-    kind = obj["kind"]
-    if kind in ("Deployment", "StatefulSet", "Job"):
-        return spec["template"]["metadata"]["labels"]
-    if kind == "CronJob":
-        return spec["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    job = spec.get("jobTemplate", spec)
-    cluster = {"RayService": spec.get("rayClusterConfig")}.get(kind) or job.get("rayClusterSpec")
-    if where.endswith(".submitter"):
-        return job["submitterPodTemplate"]["metadata"]["labels"]
-    if where.endswith(".head"):
-        return cluster["headGroupSpec"]["template"]["metadata"]["labels"]
-    group = re.search(r"workers\[(.+)\]$", where).group(1)
-    return next(g for g in cluster["workerGroupSpecs"]
-                if g["groupName"] == group)["template"]["metadata"]["labels"]
