@@ -4,7 +4,8 @@
 
 In one run, on one machine:
 1. no-op: a Serve deployment that answers at once (HTTP and gRPC): what Serve itself costs;
-2. floor: the three stages (Retrieval -> Intent -> Ranking) called in-process, no Serve;
+2. floor: the stages called in-process, no Serve, in the app's order (Retrieval, Intent when
+   there is a query, Ranking);
 3. the app under closed-loop load at 1, 4 and 16 concurrent clients, HTTP and gRPC:
    requests/s, p50/p95/p99 end to end, and the per-stage medians the app reports.
 Access logs are off. Targets on the 2-core box: p99 <= 50 ms at 1 client; end-to-end p99
@@ -80,28 +81,32 @@ def closed_loop(call, clients: int, total: int) -> tuple[float, list[float], lis
 
 
 class HTTPCaller:
-    def __init__(self, url: str, users: list[int], path: str = "/recommend") -> None:
-        self.url, self.users, self.path = url, users, path
+    def __init__(self, url: str, users: list[int], path: str = "/recommend",
+                 query: str = "") -> None:
+        self.url, self.users, self.path, self.query = url, users, path, query
 
     def new_session(self) -> requests.Session:
         return requests.Session()
 
     def __call__(self, session: requests.Session) -> dict:
-        reply = session.post(f"{self.url}{self.path}",
-                             json={"user_id": random.choice(self.users), "n": 10}, timeout=60)
+        body = {"user_id": random.choice(self.users), "n": 10, "query": self.query}
+        reply = session.post(f"{self.url}{self.path}", json=body, timeout=60)
         reply.raise_for_status()
         return reply.json().get("latency_ms", {})
 
 
 class GRPCCaller:
-    def __init__(self, target: str, users: list[int], application: str) -> None:
+    def __init__(self, target: str, users: list[int], application: str,
+                 query: str = "") -> None:
         self.target, self.users, self.application = target, users, application
+        self.query = query
 
     def new_session(self):
         return pb_grpc.RecommenderStub(grpc.insecure_channel(self.target))
 
     def __call__(self, stub) -> dict:
-        reply = stub.Recommend(pb.RecommendRequest(user_id=random.choice(self.users), n=10),
+        message = pb.RecommendRequest(user_id=random.choice(self.users), n=10, query=self.query)
+        reply = stub.Recommend(message,
                                metadata=(("application", self.application),), timeout=60)
         return dict(reply.latency_ms)
 
@@ -115,8 +120,8 @@ class NoOp:
         return pb.RecommendResponse()
 
 
-def in_process_floor(args, users: list[int], total: int) -> list[float]:
-    """The three stages' own code, constructed and called in this process (no Serve)."""
+def in_process_floor(args, users: list[int], total: int, query: str) -> list[float]:
+    """The stages' own code, constructed and called in this process (no Serve)."""
     from ray_apps.intent import Intent
     from ray_apps.ranking import Ranking
     from ray_apps.retrieval import Query, Retrieval
@@ -128,17 +133,21 @@ def in_process_floor(args, users: list[int], total: int) -> list[float]:
     k = Ranking.func_or_class(**store, threads=1)
     unbatched = Retrieval.func_or_class.retrieve.__wrapped__
 
+    async def encode_one(text: str):
+        return i.encoder.encode([text])[0]
+
     async def go() -> list[float]:
         await r.reconfigure(retrieval_knobs.model_dump())
         await i.reconfigure(intent_knobs.model_dump())
         await k.reconfigure(ranking_knobs.model_dump())
+        i.encode = encode_one  # the batched encoder's own code, a batch of one
         out = []
         for _ in range(total):
             tick = time.perf_counter()
             # the batched method's own code, a batch of one (batching needs a replica)
             got = (await unbatched(r, [Query(user_id=random.choice(users))]))[0]
-            intent = await i(got, "")
-            await k(got, intent, 10)
+            understood = await i(query) if query else None
+            await k(got, understood, 10)
             out.append((time.perf_counter() - tick) * 1000)
         return out
 
@@ -155,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repo-path", type=Path, default=None, help="feature workspace")
     parser.add_argument("--requests", type=int, default=300, help="per load level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--query", default="", help="free text sent with every request")
     options = parser.parse_args()
     cfg = PlatformConfig.load(options.config, {"features.repo_path": options.repo_path and
                                                str(options.repo_path)})
@@ -179,31 +189,32 @@ def main() -> None:
         print(f"  {name}: p50 {noop[name]['p50']:.1f} ms, p99 {noop[name]['p99']:.1f} ms")
     serve.shutdown()
 
-    print("2/3 floor: the three stages in-process")
-    floor = in_process_floor(args, users, 30)
-    floor = percentiles(in_process_floor(args, users, options.requests))
+    print(f"2/3 floor: the stages in-process (query {options.query!r})")
+    in_process_floor(args, users, 30, options.query)
+    floor = percentiles(in_process_floor(args, users, options.requests, options.query))
     print(f"  p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
 
     print("3/3 the app under closed-loop load")
     start(args, http_port=http_port, grpc_port=grpc_port)
     rows = []
-    for protocol, caller in (("http", HTTPCaller(url, users)),
-                             ("grpc", GRPCCaller(target, users, "irec"))):
+    for protocol, caller in (("http", HTTPCaller(url, users, query=options.query)),
+                             ("grpc", GRPCCaller(target, users, "irec", options.query))):
         closed_loop(caller, 1, 30)
         for clients in options.clients:
             rate, latencies, stages = closed_loop(caller, clients, options.requests)
             p = percentiles(latencies)
-            stage = {k: statistics.median(s[k] for s in stages if k in s)
-                     for k in ("feast", "retrieval", "intent", "ranking")}
+            stage = {k: statistics.median([s[k] for s in stages if k in s] or [float("nan")])
+                     for k in ("feast", "retrieval", "intent", "ranking", "total")}
             rows.append((protocol, clients, rate, p, stage))
             print(f"  {protocol} x{clients}: {rate:.0f} req/s, p50 {p['p50']:.1f} "
                   f"p95 {p['p95']:.1f} p99 {p['p99']:.1f} ms")
     print("\n| protocol | clients | req/s | p50 ms | p95 ms | p99 ms | stage medians ms "
-          "(feast / retrieval / intent / ranking) |\n|---|---|---|---|---|---|---|")
+          "(feast / retrieval / intent / ranking) | in ingress ms |\n"
+          + "|---" * 8 + "|")
     for protocol, clients, rate, p, s in rows:
         print(f"| {protocol} | {clients} | {rate:.0f} | {p['p50']:.1f} | {p['p95']:.1f} | "
               f"{p['p99']:.1f} | {s['feast']:.1f} / {s['retrieval']:.1f} / {s['intent']:.1f} / "
-              f"{s['ranking']:.1f} |")
+              f"{s['ranking']:.1f} | {s['total']:.1f} |")
     print(f"\nfloor (in-process stages): p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms; "
           f"no-op Serve p99: HTTP {noop['http']['p99']:.1f} ms, gRPC {noop['grpc']['p99']:.1f} ms")
     for protocol, clients, _, p, _ in rows:

@@ -62,15 +62,17 @@ class RetrievalKnobs(Strict):
     # historical data (MovieLens ends in 1998) pin it to the data's end.
     as_of: int | None = None
     max_batch_size: int = Field(8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)
+    # How long a batch waits for more requests after its first. 0: take what is queued; under
+    # load requests queue while a batch runs, so batches still form, and light load pays no wait.
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
 
 
 class IntentKnobs(Strict):
     model_tag: str
     query_weight: float = Field(0.6, ge=0, le=1)  # share of the query in the intent blend
     temperature: float = Field(0.05, gt=0)  # sharpness of query -> genre similarities
-    max_batch_size: int = Field(8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)
+    max_batch_size: int = Field(8, ge=1, le=256)  # LM encoder batch
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)  # as RetrievalKnobs
 
 
 class RankingKnobs(Strict):

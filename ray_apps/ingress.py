@@ -134,19 +134,27 @@ class Ingress:
             query.stamps = [e.timestamp for e in request.history]
             query.ratings = [e.rating for e in request.history]
         n = request.n if "n" in request.model_fields_set else self.default_n
-        retrieved = self.retrieval.remote(query)
-        intent = self.intent.remote(retrieved, request.query)
-        ranked = self.ranking.remote(retrieved, intent, n)
-        retrieved, intent, ranked = await retrieved, await intent, await ranked
-        for error in (retrieved.error, intent.error):
+        # Retrieval and Intent need nothing from each other: both run at once, and Intent only
+        # when there is text to understand. Ranking then needs both.
+        retrieving = self.retrieval.remote(query)
+        understanding = self.intent.remote(request.query) if request.query else None
+        retrieved = await retrieving
+        understood = await understanding if understanding is not None else None
+        if understood is not None and understood.model != retrieved.model and not (
+                retrieved.error or understood.error):
+            # a hot swap landed between the two: ask again under Retrieval's model, so that
+            # one model version answers the whole request
+            understood = await self.intent.remote(request.query, retrieved.model)
+        for error in (retrieved.error, understood and understood.error):
             if error:
                 raise RequestError(error["status"], error["field"], error["message"])
+        ranked = await self.ranking.remote(retrieved, understood, n)
         if retrieved.cold_start:
             self.cold_starts.inc()
         self.requests.inc(tags={"protocol": protocol})
-        dist = dict(sorted(zip(intent.genres, intent.intent, strict=True), key=lambda kv: -kv[1]))
-        latency = {**retrieved.latency_ms, **intent.latency_ms, **ranked.latency_ms,
-                   "total": round((time.perf_counter() - began) * 1000, 3)}
+        dist = dict(sorted(zip(ranked.genres, ranked.intent, strict=True), key=lambda kv: -kv[1]))
+        latency = {**retrieved.latency_ms, **(understood.latency_ms if understood else {}),
+                   **ranked.latency_ms, "total": round((time.perf_counter() - began) * 1000, 3)}
         return RecommendResponse(items=ranked.items, intent=dist, model=retrieved.model,
                                  cold_start=retrieved.cold_start,
                                  cold_start_reason=retrieved.cold_start_reason,

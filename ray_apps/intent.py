@@ -1,10 +1,13 @@
-"""Intent: what the user is after now, as a distribution over genres.
+"""Intent: what the user is after right now, from the free text they typed.
 
-From the model's intent head on the user state, blended with an optional free-text query that
-the pretrained LM encodes (batched with ``@serve.batch``): the query's similarity to genre
-prototypes (the mean LM embedding of each genre's items, read from the Feast
-``item_text_embedding`` view) becomes a second distribution. Cold-start users have no state:
-their intent is the query's, or the catalogue's genre mix.
+The pretrained LM encodes the query (batched with ``@serve.batch``); its similarity to genre
+prototypes (the mean LM embedding of each genre's items, from the Feast
+``item_text_embedding`` view) becomes a distribution over genres. Ranking blends it with the
+model's own intent head (computed on the user state in Retrieval) by ``query_weight``.
+
+Intent needs only the query, so the Ingress calls it at the same time as Retrieval: a request
+crosses two stage hops (Retrieval || Intent, then Ranking), not three. A request without a
+query does not call it at all.
 """
 
 from __future__ import annotations
@@ -17,19 +20,20 @@ import torch
 from pydantic import BaseModel
 from ray import serve
 
-from features.store import online_features, open_store
+from features.store import open_store
 from irec.config import FeatureConfig
 from irec.lm import TextEncoder
 from ray_apps.config import IntentKnobs
-from ray_apps.models import ModelCache, ServingModel
-from ray_apps.retrieval import Candidates
+from ray_apps.models import ModelCache, ServingModel, item_text
 
 
-class IntentResult(BaseModel):
-    error: dict | None = None
-    genres: list[str] = []  # the model's genre names
-    intent: list[float] = []  # (G,) probability per genre
-    query_match: list[float] | None = None  # (K,) query . candidate text, when a query is given
+class QueryIntent(BaseModel):
+    model: str = ""  # tag of the model whose genres the distribution is over
+    error: dict | None = None  # {"status", "field", "message"} for a bad request
+    genres: list[str] = []
+    intent: list[float] = []  # (G,) the query's distribution over genres
+    vector: list[float] = []  # (E,) the query's LM embedding, unit length
+    weight: float = 0.0  # share of the query in the blend with the model's intent head
     latency_ms: dict[str, float] = {}
 
 
@@ -42,82 +46,44 @@ class Intent:
         self.encoder = TextEncoder(lm_model)
         self.models = ModelCache(self.store)
         self.knobs: IntentKnobs | None = None
-        self.text: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self.prototypes: dict[str, torch.Tensor | None] = {}  # tag -> (G, E)
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = IntentKnobs.model_validate(config)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
-        await asyncio.to_thread(self._text, model)
+        await asyncio.to_thread(self._prototypes, model)
         self.models.current = model.tag
         self.encode.set_max_batch_size(knobs.max_batch_size)
         self.encode.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
 
-    def _text(self, model: ServingModel) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Item text (I+1, E) and genre prototypes (G, E), normalised, from the feature store.
+    def _prototypes(self, model: ServingModel) -> torch.Tensor | None:
+        if model.tag not in self.prototypes:
+            found = item_text(self.store, model, self.encoder.dim)
+            self.prototypes[model.tag] = None if found is None else found[1]
+            while len(self.prototypes) > self.models.keep:
+                self.prototypes.pop(next(iter(self.prototypes)))
+        return self.prototypes[model.tag]
 
-        The feature store's embeddings are the LM's own space, the one queries are encoded in
-        (the model's item tower may have tuned its copy).
-        """
-        if model.tag in self.text:
-            return self.text[model.tag]
-        found = None
-        if model.genre_names:
-            rows = [{"item_id": i} for i in range(1, model.num_items + 1)]
-            got = online_features(self.store, rows, ["item_text_embedding:text_embedding"])
-            vectors = got["text_embedding"]
-            dim = next((len(v) for v in vectors if v), 0)
-            if dim == self.encoder.dim:
-                text = torch.zeros(model.num_items + 1, dim)
-                for i, v in enumerate(vectors, start=1):
-                    if v:
-                        text[i] = torch.tensor(v)
-                members = (model.genre_matrix > 0).float()  # (I+1, G)
-                protos = torch.nn.functional.normalize(members.T @ text, dim=-1)  # (G, E)
-                found = (torch.nn.functional.normalize(text, dim=-1), protos)
-        self.text[model.tag] = found
-        return found
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def encode(self, queries: list[str]) -> list[np.ndarray]:
         return list(self.encoder.encode(queries))
 
-    async def __call__(self, retrieved: Candidates, query: str) -> IntentResult:
+    async def __call__(self, query: str, model_tag: str | None = None) -> QueryIntent:
+        """The query's intent under ``model_tag`` (default: the current model)."""
         began = time.perf_counter()
-        if retrieved.error:
-            return IntentResult()
-        model = await self.models.aget(retrieved.model)
+        model = await self.models.aget(model_tag)
+        protos = (self.prototypes[model.tag] if model.tag in self.prototypes
+                  else await asyncio.to_thread(self._prototypes, model))
+        if protos is None:
+            return QueryIntent(model=model.tag, error={
+                "status": 422, "field": "query",
+                "message": f"model {model.tag} has no genres with LM text embeddings in the "
+                           "feature store; free-text queries are not supported"})
+        vector = torch.from_numpy(await self.encode(query))  # (E,)
         knobs = self.knobs
-        names = model.genre_names
-        vector, text, match = None, None, None
-        if query:
-            text = self.text.get(model.tag) if model.tag in self.text else (
-                await asyncio.to_thread(self._text, model))
-            if text is None:
-                return IntentResult(error={
-                    "status": 422, "field": "query",
-                    "message": f"model {model.tag} has no genres with LM text embeddings "
-                               "in the feature store; free-text queries are not supported"})
-            vector = torch.from_numpy(await self.encode(query))  # (E,)
-            match = (text[0][retrieved.candidates] @ vector).tolist()  # (K,)
-        if not names:
-            return IntentResult(query_match=match, latency_ms={"intent": _ms(began)})
-        if retrieved.state is not None:
-            state = torch.tensor(retrieved.state)
-            with torch.no_grad():
-                dist = torch.softmax(model.model.intent(state), -1)  # (G,)
-        else:
-            dist = model.genre_matrix[1:].sum(0)
-            dist = dist / dist.sum().clamp(min=1e-9)
-        if vector is not None:
-            from_query = torch.softmax(text[1] @ vector / knobs.temperature, -1)  # (G,)
-            weight = knobs.query_weight if retrieved.state is not None else 1.0
-            dist = (1 - weight) * dist + weight * from_query
-        return IntentResult(genres=names, intent=dist.tolist(),
-                            query_match=match,
-                            latency_ms={"intent": _ms(began)})
-
-
-def _ms(began: float) -> float:
-    return round((time.perf_counter() - began) * 1000, 3)
+        dist = torch.softmax(protos @ vector / knobs.temperature, -1)  # (G,)
+        return QueryIntent(model=model.tag, genres=model.genre_names, intent=dist.tolist(),
+                           vector=vector.tolist(), weight=knobs.query_weight,
+                           latency_ms={"intent": round((time.perf_counter() - began) * 1000, 3)})

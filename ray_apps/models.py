@@ -103,6 +103,32 @@ def item_trends(store: FeatureStore, num_items: int) -> tuple[np.ndarray, np.nda
     return np.concatenate([[0.0], window]), np.concatenate([[0.0], total])
 
 
+def item_text(store: FeatureStore, model: ServingModel,
+              dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Item text (I+1, E) and genre prototypes (G, E), L2-normalised, from Feast.
+
+    The feature store's ``item_text_embedding`` is the LM's own space, the one queries are
+    encoded in (the model's item tower may have tuned its copy). A prototype is the mean text
+    of a genre's items. None when the model has no genres or the store no text (of width
+    ``dim``, when given).
+    """
+    if not model.genre_names:
+        return None
+    got = online_features(store, [{"item_id": i} for i in range(1, model.num_items + 1)],
+                          ["item_text_embedding:text_embedding"])
+    vectors = got["text_embedding"]
+    width = next((len(v) for v in vectors if v), 0)
+    if not width or (dim is not None and width != dim):
+        return None
+    text = torch.zeros(model.num_items + 1, width)
+    for i, v in enumerate(vectors, start=1):
+        if v:
+            text[i] = torch.tensor(v)
+    members = (model.genre_matrix > 0).float()  # (I+1, G)
+    protos = torch.nn.functional.normalize(members.T @ text, dim=-1)  # (G, E)
+    return torch.nn.functional.normalize(text, dim=-1), protos
+
+
 class ModelCache:
     """The current model plus the previous one (for requests in flight during a swap)."""
 

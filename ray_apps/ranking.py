@@ -8,6 +8,8 @@ Fused score = sum of weighted, z-scored terms (weights in ``user_config``):
   query      the query's LM similarity to the item text (when a query is given);
   popularity the trailing-window popularity from Feast ``item_stats`` (the whole catalogue's,
              re-read in the background every ``item_features_ttl_s``).
+The intent is the model's intent head (from Retrieval) blended with the query's (from Intent,
+weight ``query_weight``; the query's alone on cold start).
 Cold start has no user state: popularity within intent (popularity x intent match).
 Each pick is explained: how well it matches the intent, through which genres, and the history
 items whose item vectors are closest to it.
@@ -25,13 +27,15 @@ from ray import serve
 from features.store import open_store
 from irec.config import FeatureConfig
 from ray_apps.config import RankingKnobs
-from ray_apps.intent import IntentResult
-from ray_apps.models import ModelCache, ServingModel, item_trends
+from ray_apps.intent import QueryIntent
+from ray_apps.models import ModelCache, ServingModel, item_text, item_trends
 from ray_apps.retrieval import Candidates
 
 
 class Ranked(BaseModel):
     items: list[dict] = []  # ScoredItem fields
+    genres: list[str] = []
+    intent: list[float] = []  # (G,) the blended intent distribution
     latency_ms: dict[str, float] = {}
 
 
@@ -51,6 +55,7 @@ class Ranking:
         self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
         self.read_at = float("-inf")
         self.refreshing: asyncio.Task | None = None
+        self.text: dict[str, torch.Tensor | None] = {}  # tag -> (I+1, E) unit item text
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
@@ -58,8 +63,18 @@ class Ranking:
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
         self.read_at = time.monotonic()
+        await asyncio.to_thread(self._text, model)
         self.models.current = model.tag
         self.knobs = knobs
+
+    def _text(self, model: ServingModel) -> torch.Tensor | None:
+        """The item text embeddings (Feast ``item_text_embedding``) queries are matched to."""
+        if model.tag not in self.text:
+            found = item_text(self.store, model)
+            self.text[model.tag] = None if found is None else found[0]
+            while len(self.text) > self.models.keep:
+                self.text.pop(next(iter(self.text)))
+        return self.text[model.tag]
 
     def _item_stats(self, num_items: int) -> torch.Tensor:
         window, _ = item_trends(self.store, num_items)
@@ -77,22 +92,30 @@ class Ranking:
 
         self.refreshing = asyncio.get_running_loop().create_task(refresh())
 
-    async def __call__(self, retrieved: Candidates, intent: IntentResult, n: int) -> Ranked:
+    async def __call__(self, retrieved: Candidates, query: QueryIntent | None, n: int) -> Ranked:
+        """Top ``n`` of the candidates; ``query`` is Intent's answer when the request has text."""
         began = time.perf_counter()
-        if retrieved.error or intent.error or not retrieved.candidates:
+        if not retrieved.candidates:
             return Ranked()
         model = await self.models.aget(retrieved.model)
         cands = torch.tensor(retrieved.candidates)  # (K,)
         self._refresh_item_stats(model.num_items)
         table = self.popularity
         pop = table[cands] if len(table) > int(cands.max()) else torch.zeros(len(cands))  # (K,)
-        dist = torch.tensor(intent.intent) if intent.intent else None  # (G,)
+        dist = self._intent(retrieved, query)  # (G,) or None
         match = (model.genre_matrix[cands] @ dist if dist is not None
                  else torch.zeros(len(cands)))  # (K,)
+        query_match = None
+        if query is not None:
+            text = (self.text[model.tag] if model.tag in self.text
+                    else await asyncio.to_thread(self._text, model))
+            vector = torch.tensor(query.vector)  # (E,)
+            if text is not None and text.shape[1] == len(vector):
+                query_match = text[cands] @ vector  # (K,)
         if retrieved.state is None:
             score = (pop + 1.0) * (0.1 + match)
         else:
-            score = self._fuse(model, retrieved, cands, match, pop, intent.query_match)
+            score = self._fuse(model, retrieved, cands, match, pop, query_match)
         top = torch.topk(score, min(n, len(cands)))
         picks = cands[top.indices]
         because = self._because(model, retrieved, picks)
@@ -109,10 +132,24 @@ class Ranking:
                     "because_of": because[rank],
                     "because_of_titles": [model.titles[h] for h in because[rank]]}})
         ms = (time.perf_counter() - began) * 1000
-        return Ranked(items=items, latency_ms={"ranking": round(ms, 3)})
+        return Ranked(items=items, genres=model.genre_names,
+                      intent=[] if dist is None else dist.tolist(),
+                      latency_ms={"ranking": round(ms, 3)})
+
+    @staticmethod
+    def _intent(retrieved: Candidates, query: QueryIntent | None) -> torch.Tensor | None:
+        """(G,) the intent head's distribution, blended with the query's when there is one."""
+        dist = torch.tensor(retrieved.intent) if retrieved.intent else None
+        if query is None or not query.intent:
+            return dist
+        from_query = torch.tensor(query.intent)
+        if dist is None:
+            return from_query
+        weight = query.weight if retrieved.state is not None else 1.0
+        return (1 - weight) * dist + weight * from_query
 
     def _fuse(self, model: ServingModel, retrieved: Candidates, cands: torch.Tensor,
-              match: torch.Tensor, pop: torch.Tensor, query_match: list[float] | None):
+              match: torch.Tensor, pop: torch.Tensor, query_match: torch.Tensor | None):
         w = self.knobs.weights
         net = model.model
         state = torch.tensor(retrieved.state).expand(len(cands), -1)  # (K, D)
@@ -120,7 +157,7 @@ class Ranking:
         score = w.retrieval * zscore(torch.tensor(retrieved.scores))
         score = score + w.intent * zscore(match) + w.popularity * zscore(pop)
         if query_match is not None:
-            score = score + w.query * zscore(torch.tensor(query_match))
+            score = score + w.query * zscore(query_match)
         if net.cfg.use_ratings:
             with torch.no_grad():
                 score = score + w.rating * zscore(net.rating(state, vectors))

@@ -6,6 +6,8 @@ exact: the state against the whole item matrix (one (B, D) x (D, I) product; exa
 stays under a millisecond up to ~10^5 items on one core, above which an ANN index would pay).
 Cold start (a known user with no history, or features older than the ``user_history`` TTL):
 the most popular items (Feast ``item_stats``), flagged for the later stages.
+The model's intent head reads the same state: its genre distribution (the catalogue's genre
+mix on cold start) travels with the candidates, for Ranking to blend with the query's intent.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Candidates(BaseModel):
     as_of: int = 0
     candidates: list[int] = []
     scores: list[float] = []
+    intent: list[float] = []  # (G,) the intent head on the state; [] for a model without genres
     exclude: list[int] = []
     latency_ms: dict[str, float] = {}
 
@@ -88,7 +91,7 @@ class Retrieval:
     async def __call__(self, query: Query) -> Candidates:
         return await self.retrieve(query)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def retrieve(self, queries: list[Query]) -> list[Candidates]:
         began = time.perf_counter()
         knobs = self.knobs
@@ -148,9 +151,10 @@ class Retrieval:
         scores[q.exclude] = -np.inf
         top = np.argsort(-scores, kind="stable")[: self.knobs.k]
         top = top[np.isfinite(scores[top])]
+        mix = model.genre_matrix[1:].sum(0)  # (G,) the catalogue's genre mix
         return Candidates(model=model.tag, cold_start=True, cold_start_reason=reason, as_of=now,
                           candidates=top.tolist(), scores=scores[top].tolist(),
-                          exclude=q.exclude)
+                          intent=(mix / mix.sum().clamp(min=1e-9)).tolist(), exclude=q.exclude)
 
     def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
                k: int, now: int) -> None:
@@ -170,6 +174,8 @@ class Retrieval:
         with torch.no_grad():
             state = model.model.user_state(items, ratings, stamps)  # (B, D)
             scores = state @ model.item_vectors.T  # (B, I+1)
+            intent = (torch.softmax(model.model.intent(state), -1) if model.genre_names
+                      else torch.zeros(batch, 0))  # (B, G)
         scores[:, 0] = -torch.inf
         for b, i in enumerate(order):
             ids, ts, rs = histories[i]
@@ -181,4 +187,5 @@ class Retrieval:
             out[i] = Candidates(
                 model=model.tag, state=state[b].tolist(), items=list(ids), stamps=list(ts),
                 ratings=list(rs), as_of=now, candidates=top.indices[keep].tolist(),
-                scores=top.values[keep].tolist(), exclude=queries[i].exclude)
+                scores=top.values[keep].tolist(), intent=intent[b].tolist(),
+                exclude=queries[i].exclude)

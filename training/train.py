@@ -102,8 +102,9 @@ def model_config(cfg: PlatformConfig, data: SequenceData,
 def build_model(mcfg: InterestModelConfig, data: SequenceData) -> InterestTransformer:
     # frozen: the text buffer; finetune/lora: the starting value of the tower's text cache
     has = mcfg.text_dim and data.text_embeddings is not None
-    text = torch.from_numpy(data.text_embeddings) if has else None
-    genres = torch.from_numpy(data.item_genres) if mcfg.num_genres else None
+    # copies: arrays that came through Ray's object store are read-only views
+    text = torch.tensor(data.text_embeddings) if has else None
+    genres = torch.tensor(data.item_genres) if mcfg.num_genres else None
     texts = data.item_texts if mcfg.text_tower is not None else None
     return InterestTransformer(mcfg, text, genres, texts)
 
