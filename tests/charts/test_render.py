@@ -8,7 +8,7 @@ import pytest
 from chart_cases import CASES, by_kind, case_values
 
 from irec.k8s.pods import containers, pod_specs, pod_templates, ray_clusters
-from irec.k8s.render import ValuesError, lint, render, validate
+from irec.k8s.render import ValuesError, lint, merge_values, render, validate
 
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|API_KEY|ACCESS_KEY", re.IGNORECASE)
 
@@ -126,3 +126,17 @@ def test_disruption_budgets(case, rendered):
     assert budgets["serving"]["selector"]["matchLabels"]["ray.io/node-type"] == "worker"
     assert ("redis" in budgets) == case_values(case)["redis"].get("enabled", True)
 
+
+
+@pytest.mark.parametrize("off, gone", [
+    ({"serving": {"enabled": False}}, {"serving"}),
+    ({"retraining": {"enabled": False}}, {"retraining"}),
+    ({"features": {"enabled": False}}, {"features", "feature-server"}),
+    ({"networkPolicy": {"enabled": False}}, {"network"}),
+])
+def test_each_component_switches_off(off, gone):
+    objects = render(merge_values(case_values("default"), off))
+    assert validate(objects) == []
+    components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects}
+    assert not components & gone
+    assert "redis" in components
