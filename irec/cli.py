@@ -23,6 +23,7 @@ import typer
 from pydantic import ValidationError
 
 from irec.config import PlatformConfig
+from irec.k8s_commands import register as register_k8s_commands
 from irec.serve_commands import register as register_serve_commands
 from training.data.schema import IngestError
 
@@ -31,6 +32,7 @@ features_app = typer.Typer(help="Feast feature store: build, apply, materialize,
                            no_args_is_help=True)
 app.add_typer(features_app, name="features")
 register_serve_commands(app)
+register_k8s_commands(app)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 RepoOpt = Annotated[Path | None, typer.Option(help="Feature-store workspace (data/ lives here).")]

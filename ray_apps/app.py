@@ -13,7 +13,6 @@ config file (what ``serve build`` writes) from the same builder: the file the He
 the args into ``AppArgs``.)
 """
 
-import copy
 import time
 from typing import Any
 
@@ -156,23 +155,6 @@ def platform_serve_config(cfg: PlatformConfig) -> dict:
     s = cfg.serving
     return serve_config({"irec": args_from_config(cfg)}, http_port=s.http_port,
                         grpc_port=s.grpc_port, request_timeout_s=s.request_timeout_s)
-
-
-def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:
-    """A copy of a Serve config whose stages load ``tag``: only their ``user_config`` changes.
-
-    Serve versions a declarative app by its import path, runtime env and args; leaving those
-    alone makes the change a ``reconfigure`` of the running replicas (no restart, no lost
-    request). This is what ``irec rollout`` writes into the RayService's serveConfigV2.
-    """
-    updated = copy.deepcopy(config)
-    apps = {a["name"]: a for a in updated["applications"]}
-    if app not in apps:
-        raise KeyError(f"no application {app!r} in the config; it has {sorted(apps)}")
-    for deployment in apps[app]["deployments"]:
-        if "model_tag" in (deployment.get("user_config") or {}):
-            deployment["user_config"]["model_tag"] = tag
-    return updated
 
 
 def deploy(apps: dict[str, AppArgs], *, check: bool = True, timeout_s: float = 600.0) -> dict:

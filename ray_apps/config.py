@@ -9,6 +9,7 @@ replicas in place.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -109,3 +110,20 @@ class AppArgs(Strict):
 
     def placement(self, stage: str) -> DeploymentKnobs:
         return self.deployments.get(stage, DeploymentKnobs())
+
+
+def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:
+    """A copy of a Serve config whose stages load ``tag``: only their ``user_config`` changes.
+
+    Serve versions a declarative app by its import path, runtime env and args; leaving those
+    alone makes the change a ``reconfigure`` of the running replicas (no restart, no lost
+    request). This is what ``irec rollout`` writes into the RayService's serveConfigV2.
+    """
+    updated = copy.deepcopy(config)
+    apps = {a["name"]: a for a in updated["applications"]}
+    if app not in apps:
+        raise KeyError(f"no application {app!r} in the config; it has {sorted(apps)}")
+    for deployment in apps[app]["deployments"]:
+        if "model_tag" in (deployment.get("user_config") or {}):
+            deployment["user_config"]["model_tag"] = tag
+    return updated

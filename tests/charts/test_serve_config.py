@@ -7,7 +7,7 @@ from chart_cases import ROOT_VALUES, one
 
 from irec.config import PlatformConfig
 from irec.k8s.render import CHART_DIR, ROOT, merge_values, render
-from ray_apps.app import with_model_tag
+from ray_apps.config import with_model_tag
 
 STALE = "stale: run `make chart-config`"
 

@@ -11,7 +11,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from ray_apps.app import apply, deploy, preflight, serve_config, with_model_tag
+from ray_apps.app import apply, deploy, preflight, serve_config
 from ray_apps.client import GRPCClient, HTTPClient
 from ray_apps.config import (
     STAGES,
@@ -20,6 +20,7 @@ from ray_apps.config import (
     IntentKnobs,
     RankingKnobs,
     RetrievalKnobs,
+    with_model_tag,
 )
 from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest

@@ -1,0 +1,250 @@
+"""``irec deploy render|apply|status``, ``irec retrain submit|status`` and ``irec rollout``.
+
+Each renders charts/irec with the values given (``--profile``, ``-f``, ``--set``, as Helm
+takes them), validates the objects against the Kubernetes and KubeRay schemas, and then either
+prints them (``--dry-run``, or ``render``) or sends them with the ``kubernetes`` client.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+deploy_app = typer.Typer(help="Render, apply and watch the Helm chart's objects.",
+                         no_args_is_help=True)
+retrain_app = typer.Typer(help="Retraining runs as KubeRay RayJobs.", no_args_is_help=True)
+
+ProfileOpt = Annotated[list[str] | None, typer.Option(
+    "--profile", "-p", help="charts/irec/profiles/<name>.yaml (cpu, gpu, existing-redis, "
+    "production); repeat to layer.")]
+ValuesOpt = Annotated[list[Path] | None, typer.Option(
+    "--values", "-f", help="Values file, as `helm -f`; repeat to layer.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="key.path=value, as `helm --set` (the value is read as YAML).")]
+ReleaseOpt = Annotated[str, typer.Option(help="Helm release name.")]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes namespace.")]
+ContextOpt = Annotated[str | None, typer.Option(help="kubeconfig context (default: current).")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Print the objects that would be sent, validated; send nothing.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _values(profile: list[str] | None, files: list[Path] | None,
+            sets: list[str] | None) -> dict:
+    from irec.k8s.render import ValuesError, load_values, merge_values, profile_values
+
+    try:
+        values: dict = {}
+        for name in profile or []:
+            values = merge_values(values, profile_values(name))
+        values = merge_values(values, load_values(*(files or [])))
+        for item in sets or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ValuesError(f"--set {item!r}: expected key.path=value")
+            nested: dict = yaml.safe_load(raw) if raw else ""
+            for part in reversed(key.split(".")):
+                nested = {part: nested}
+            values = merge_values(values, nested)
+        return values
+    except (ValuesError, FileNotFoundError, yaml.YAMLError) as exc:
+        _fail(str(exc))
+
+
+def _checked(build) -> list[dict]:
+    """Objects from ``build()``, or exit with the chart's or the schemas' complaint."""
+    from irec.k8s.render import RenderError, ValuesError, validate
+
+    try:
+        objects = build()
+    except (ValuesError, RenderError) as exc:
+        _fail(str(exc))
+    errors = validate(objects)
+    if errors:
+        _fail("rendered objects fail schema validation:\n  " + "\n  ".join(errors))
+    return objects
+
+
+def _print(objects: list[dict], output: Path | None = None) -> None:
+    text = yaml.safe_dump_all(objects, sort_keys=False)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {len(objects)} objects to {output}", err=True)
+
+
+def _connect(context: str | None):
+    from irec.k8s.cluster import ClusterError, connect
+
+    try:
+        return connect(context)
+    except ClusterError as exc:
+        _fail(str(exc))
+
+
+def _log(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+@deploy_app.command("render")
+def deploy_render(profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
+                  release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+                  output: Annotated[Path | None, typer.Option("-o", help="Write here.")] = None
+                  ) -> None:
+    """Render the chart (as `helm template`), validate every object, print them."""
+    from irec.k8s.ops import deploy_objects
+
+    given = _values(profile, values, set_)
+    _print(_checked(lambda: deploy_objects(given, release=release, namespace=namespace)),
+           output)
+
+
+@deploy_app.command("apply")
+def deploy_apply(profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
+                 release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+                 context: ContextOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Server-side apply the release's objects (one-off hook Jobs only when absent)."""
+    from irec.k8s.cluster import ClusterError, apply
+    from irec.k8s.ops import deploy_objects
+
+    given = _values(profile, values, set_)
+    objects = _checked(lambda: deploy_objects(given, release=release, namespace=namespace))
+    if dry_run:
+        _print(objects)
+        return
+    api = _connect(context)
+    _log(f"deploy: applying {len(objects)} objects of release {release} to {namespace}")
+    try:
+        apply(api, objects, _log)
+    except ClusterError as exc:
+        _fail(str(exc))
+    _log(f"deploy: done; watch with `irec deploy status -n {namespace} --release {release}`")
+
+
+@deploy_app.command("status")
+def deploy_status(release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+                  context: ContextOpt = None) -> None:
+    """One line per workload of the release: RayService app status, readiness, schedules."""
+    from irec.k8s.cluster import ClusterError, status_lines
+
+    api = _connect(context)
+    try:
+        for line in status_lines(api, release, namespace):
+            typer.echo(line)
+    except ClusterError as exc:
+        _fail(str(exc))
+
+
+@retrain_app.command("submit")
+def retrain_submit(profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
+                   release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+                   name: Annotated[str | None, typer.Option(
+                       help="RayJob name (default <release>-retrain-<UTC time>).")] = None,
+                   follow: Annotated[bool, typer.Option(
+                       help="Wait for the run to finish, printing its progress.")] = True,
+                   timeout: Annotated[float, typer.Option(help="Seconds to follow.")] = 21600,
+                   poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 10,
+                   context: ContextOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Create a retraining RayJob from the chart's retraining spec and follow it."""
+    from irec.k8s.cluster import ClusterError, follow_job, submit_job
+    from irec.k8s.ops import job_state, retrain_job, run_name
+
+    given = _values(profile, values, set_)
+    job_name = name or run_name(release)
+    job = _checked(lambda: [retrain_job(given, name=job_name, release=release,
+                                        namespace=namespace)])[0]
+    if dry_run:
+        _print([job])
+        return
+    api = _connect(context)
+    try:
+        submit_job(api, job)
+        _log(f"retrain: submitted RayJob/{job_name} in {namespace}")
+        if not follow:
+            return
+        final = follow_job(api, job_name, namespace, timeout_s=timeout, poll_s=poll, log=_log)
+    except ClusterError as exc:
+        _fail(str(exc))
+    deployment, ray_status, _ = job_state(final)
+    message = (final.get("status") or {}).get("message", "")
+    _log(f"retrain: RayJob/{job_name} finished: {deployment} (job {ray_status}) {message}")
+    if ray_status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@retrain_app.command("status")
+def retrain_status(name: Annotated[str | None, typer.Argument(
+                       help="A RayJob; default: every retraining run of the release.")] = None,
+                   release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+                   context: ContextOpt = None) -> None:
+    """The state of retraining runs (RayJobs)."""
+    from irec.k8s.cluster import RAY, ClusterError, get, release_objects
+    from irec.k8s.ops import summarize
+
+    api = _connect(context)
+    try:
+        jobs = ([get(api, RAY, "RayJob", name, namespace)] if name else
+                [o for o in release_objects(api, release, namespace) if o["kind"] == "RayJob"])
+    except ClusterError as exc:
+        _fail(str(exc))
+    for job in jobs:
+        typer.echo(summarize(job))
+    if not jobs:
+        typer.echo(f"no retraining runs of release {release!r} in {namespace!r}")
+
+
+def rollout(model_tag: Annotated[str, typer.Option(
+                help="BentoML tag (interest:<version>) or 'champion'.")],
+            profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
+            release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
+            app: Annotated[str, typer.Option(help="Serve application name.")] = "irec",
+            timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600,
+            poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 5,
+            context: ContextOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Point the serving stages at a model tag (RayService user_config) and wait for RUNNING.
+
+    Only the stages' ``user_config`` changes, so replicas reconfigure in place (no restart,
+    no lost request). With --dry-run: the chart's RayService with the new tag.
+    """
+    from irec.k8s.cluster import ClusterError
+    from irec.k8s.cluster import rollout as roll
+    from irec.k8s.ops import deploy_objects, rolled_out
+
+    given = _values(profile, values, set_)
+    services = [o for o in _checked(lambda: deploy_objects(given, release=release,
+                                                           namespace=namespace))
+                if o["kind"] == "RayService"]
+    if not services:
+        _fail("the chart renders no RayService with these values (serving.enabled is false?)")
+    service = services[0]
+    if dry_run:
+        try:
+            updated = rolled_out(service, model_tag, app)
+        except KeyError as exc:
+            _fail(str(exc))
+        _print(_checked(lambda: [updated]))
+        return
+    api = _connect(context)
+    name = service["metadata"]["name"]
+    _log(f"rollout: RayService/{name} in {namespace} -> {model_tag}")
+    try:
+        roll(api, name, namespace, model_tag, app=app, timeout_s=timeout, poll_s=poll,
+             log=_log)
+    except (ClusterError, KeyError) as exc:
+        _fail(str(exc))
+    _log(f"rollout: RayService/{name} runs {model_tag}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(retrain_app, name="retrain")
+    app.command("rollout")(rollout)
