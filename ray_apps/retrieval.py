@@ -126,6 +126,11 @@ class Retrieval:
             if item > model.num_items:
                 return bad(model.tag, f"history.{i}.item_id",
                            f"unknown item {item} (ids run 1..{model.num_items})")
+        top = model.model.cfg.rating_max
+        for i, rating in enumerate(q.ratings):
+            if rating is not None and rating > top:
+                return bad(model.tag, f"history.{i}.rating",
+                           f"rating {rating:g} above the model's scale (0..{top:g})")
         for i, item in enumerate(q.exclude):
             if item > model.num_items:
                 return bad(model.tag, f"exclude.{i}",

@@ -66,6 +66,7 @@ BAD_HTTP = [
     ({"history": [{"item_id": 99999, "timestamp": 1}]}, 422, "history.0.item_id"),
     ({"history": [{"item_id": 1, "timestamp": 5}, {"item_id": 2, "timestamp": 1}]}, 422, "history"),
     ({"user_id": 42, "exclude": [99999]}, 422, "exclude.0"),
+    ({"history": [{"item_id": 50, "timestamp": 1, "rating": 6.0}]}, 422, "history.0.rating"),
     ({"user_id": 42, "n": 0}, 422, "n"),
     ({"user_id": 42, "n": 101}, 422, "n"),
     ({"user_id": "forty-two"}, 422, "user_id"),
@@ -107,6 +108,8 @@ BAD_GRPC = [
      grpc.StatusCode.INVALID_ARGUMENT, "history.0.item_id"),
     (pb.RecommendRequest(user_id=42, query="x" * 501), grpc.StatusCode.INVALID_ARGUMENT,
      "query"),
+    (pb.RecommendRequest(history=[pb.HistoryEvent(item_id=50, timestamp=1, rating=6.0)]),
+     grpc.StatusCode.INVALID_ARGUMENT, "history.0.rating"),
 ]
 
 
