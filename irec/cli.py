@@ -23,6 +23,7 @@ import typer
 from pydantic import ValidationError
 
 from irec.config import PlatformConfig
+from irec.console import fail
 from irec.k8s_commands import register as register_k8s_commands
 from irec.serve_commands import register as register_serve_commands
 from training.data.schema import IngestError
@@ -50,12 +51,7 @@ def _load(config: Path | None, **overrides: Any) -> PlatformConfig:
     try:
         return PlatformConfig.load(config, overrides)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
-        _fail(f"invalid configuration: {exc}")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+        fail(f"invalid configuration: {exc}")
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -64,7 +60,7 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     try:
         stamp = pd.Timestamp(value)
     except ValueError:
-        _fail(f"{name} {value!r} is not an ISO-8601 time")
+        fail(f"{name} {value!r} is not an ISO-8601 time")
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
 
 
@@ -92,7 +88,7 @@ def ingest(
     try:
         run_ingest(cfg.ingest, cfg.features.data_dir, log=typer.echo)
     except IngestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @features_app.command("build")
@@ -108,7 +104,7 @@ def features_build(
     try:
         build(cfg.features, log=typer.echo)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @features_app.command("apply")
@@ -135,7 +131,7 @@ def features_materialize(
     cfg = _load(config, **{"features.repo_path": repo_path,
                            "features.online_store": online_store})
     if incremental and start is not None:
-        _fail("--start and --incremental exclude each other: incremental starts at each "
+        fail("--start and --incremental exclude each other: incremental starts at each "
               "view's last materialized end")
     materialize(_store(cfg), start=_parse_time(start, "--start"),
                 end=_parse_time(end, "--end"), incremental=incremental, log=typer.echo)
@@ -153,13 +149,13 @@ def features_training_set(
 
     cfg = _load(config, **{"features.repo_path": repo_path})
     if not entities.exists():
-        _fail(f"{entities}: file not found")
+        fail(f"{entities}: file not found")
     frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
     started = time.perf_counter()
     try:
         result = training_set(_store(cfg), frame, service)
     except ValueError as exc:
-        _fail(f"{entities}: {exc}")
+        fail(f"{entities}: {exc}")
     result.to_parquet(out, index=False)
     typer.echo(f"training set: {len(result):,} rows x {result.shape[1]} columns from "
                f"{service} in {time.perf_counter() - started:.1f}s -> {out}")
@@ -199,7 +195,7 @@ def train(
     try:
         run_training(cfg, log=typer.echo, margin=margin)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -215,7 +211,7 @@ def promote(
     try:
         verdict = package.promote(tag, margin)
     except (bentoml.exceptions.NotFound, package.IntegrityError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(verdict.message)
     if not verdict.promoted:
         raise typer.Exit(1)
@@ -255,7 +251,7 @@ def run(
     try:
         manifest = run_ingest(cfg.ingest, cfg.features.data_dir, log=typer.echo).manifest
     except IngestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     step(1)
     build(cfg.features, log=typer.echo)
     step(2)

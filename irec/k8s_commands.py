@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 import yaml
 
+from irec.console import fail
+
 deploy_app = typer.Typer(help="Render, apply and watch the Helm chart's objects.",
                          no_args_is_help=True)
 retrain_app = typer.Typer(help="Retraining runs as KubeRay RayJobs.", no_args_is_help=True)
@@ -30,11 +32,6 @@ NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes
 ContextOpt = Annotated[str | None, typer.Option(help="kubeconfig context (default: current).")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Print the objects that would be sent, validated; send nothing.")]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _values(profile: list[str] | None, files: list[Path] | None,
@@ -56,7 +53,7 @@ def _values(profile: list[str] | None, files: list[Path] | None,
             values = merge_values(values, nested)
         return values
     except (ValuesError, FileNotFoundError, yaml.YAMLError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _checked(build) -> list[dict]:
@@ -66,10 +63,10 @@ def _checked(build) -> list[dict]:
     try:
         objects = build()
     except (ValuesError, RenderError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     errors = validate(objects)
     if errors:
-        _fail("rendered objects fail schema validation:\n  " + "\n  ".join(errors))
+        fail("rendered objects fail schema validation:\n  " + "\n  ".join(errors))
     return objects
 
 
@@ -88,7 +85,7 @@ def _connect(context: str | None):
     try:
         return connect(context)
     except ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _log(line: str) -> None:
@@ -126,7 +123,7 @@ def deploy_apply(profile: ProfileOpt = None, values: ValuesOpt = None, set_: Set
     try:
         apply(api, objects, _log)
     except ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _log(f"deploy: done; watch with `irec deploy status -n {namespace} --release {release}`")
 
 
@@ -141,7 +138,7 @@ def deploy_status(release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec"
         for line in status_lines(api, release, namespace):
             typer.echo(line)
     except ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @retrain_app.command("submit")
@@ -173,7 +170,7 @@ def retrain_submit(profile: ProfileOpt = None, values: ValuesOpt = None, set_: S
             return
         final = follow_job(api, job_name, namespace, timeout_s=timeout, poll_s=poll, log=_log)
     except ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     deployment, ray_status, _ = job_state(final)
     message = (final.get("status") or {}).get("message", "")
     _log(f"retrain: RayJob/{job_name} finished: {deployment} (job {ray_status}) {message}")
@@ -195,7 +192,7 @@ def retrain_status(name: Annotated[str | None, typer.Argument(
         jobs = ([get(api, RAY, "RayJob", name, namespace)] if name else
                 [o for o in release_objects(api, release, namespace) if o["kind"] == "RayJob"])
     except ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for job in jobs:
         typer.echo(summarize(job))
     if not jobs:
@@ -224,13 +221,13 @@ def rollout(model_tag: Annotated[str, typer.Option(
                                                            namespace=namespace))
                 if o["kind"] == "RayService"]
     if not services:
-        _fail("the chart renders no RayService with these values (serving.enabled is false?)")
+        fail("the chart renders no RayService with these values (serving.enabled is false?)")
     service = services[0]
     if dry_run:
         try:
             updated = rolled_out(service, model_tag, app)
         except KeyError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         _print(_checked(lambda: [updated]))
         return
     api = _connect(context)
@@ -240,7 +237,7 @@ def rollout(model_tag: Annotated[str, typer.Option(
         roll(api, name, namespace, model_tag, app=app, timeout_s=timeout, poll_s=poll,
              log=_log)
     except (ClusterError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _log(f"rollout: RayService/{name} runs {model_tag}")
 
 

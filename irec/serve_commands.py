@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from irec.config import PlatformConfig
+from irec.console import fail
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 TagOpt = Annotated[str | None, typer.Option(help="BentoML model tag, or 'champion'.")]
@@ -27,7 +28,6 @@ def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
     import bentoml
     import ray
 
-    from irec.cli import _fail
     from ray_apps.app import args_from_config, start
     from ray_apps.models import ContractError
 
@@ -41,7 +41,7 @@ def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
         start(args, http_port=s.http_port, grpc_port=s.grpc_port,
               request_timeout_s=s.request_timeout_s)
     except (ContractError, LookupError, bentoml.exceptions.NotFound) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return f"http://127.0.0.1:{s.http_port}", f"127.0.0.1:{s.grpc_port}"
 
 
@@ -124,7 +124,6 @@ def recommend_cmd(
     """Ask the running app for recommendations and print a table."""
     from pydantic import ValidationError
 
-    from irec.cli import _fail
     from ray_apps.client import APIError, GRPCClient, HTTPClient
     from ray_apps.schemas import RecommendRequest, describe
 
@@ -132,16 +131,16 @@ def recommend_cmd(
         request = RecommendRequest(user_id=user, query=query, n=n, exclude=list(exclude),
                                    history=parse_history(history) if history else None)
     except ValidationError as exc:
-        _fail(describe(exc))
+        fail(describe(exc))
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     client = GRPCClient(grpc_target) if grpc_target else HTTPClient(url)
     try:
         print_answer(client.recommend(request))
     except APIError as exc:
-        _fail(f"server refused the request ({exc.status}): {exc.message}")
+        fail(f"server refused the request ({exc.status}): {exc.message}")
     except OSError as exc:
-        _fail(f"cannot reach {grpc_target or url}: {exc}")
+        fail(f"cannot reach {grpc_target or url}: {exc}")
 
 
 def register(app: typer.Typer) -> None:

@@ -46,25 +46,22 @@ class Intent:
         self.encoder = TextEncoder(lm_model)
         self.models = ModelCache(self.store)
         self.knobs: IntentKnobs | None = None
-        self.prototypes: dict[str, torch.Tensor | None] = {}  # tag -> (G, E)
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = IntentKnobs.model_validate(config)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
-        await asyncio.to_thread(self._prototypes, model)
+        await self._prototypes(model)
         self.models.current = model.tag
         self.encode.set_max_batch_size(knobs.max_batch_size)
         self.encode.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
 
-    def _prototypes(self, model: ServingModel) -> torch.Tensor | None:
-        if model.tag not in self.prototypes:
-            found = item_text(self.store, model, self.encoder.dim)
-            self.prototypes[model.tag] = None if found is None else found[1]
-            while len(self.prototypes) > self.models.keep:
-                self.prototypes.pop(next(iter(self.prototypes)))
-        return self.prototypes[model.tag]
+    async def _prototypes(self, model: ServingModel) -> torch.Tensor | None:
+        """(G, E) genre prototypes in the LM's space; None when queries are not supported."""
+        found = await model.derive("item_text", lambda m: item_text(self.store, m,
+                                                                    self.encoder.dim))
+        return None if found is None else found[1]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def encode(self, queries: list[str]) -> list[np.ndarray]:
@@ -74,8 +71,7 @@ class Intent:
         """The query's intent under ``model_tag`` (default: the current model)."""
         began = time.perf_counter()
         model = await self.models.aget(model_tag)
-        protos = (self.prototypes[model.tag] if model.tag in self.prototypes
-                  else await asyncio.to_thread(self._prototypes, model))
+        protos = await self._prototypes(model)
         if protos is None:
             return QueryIntent(model=model.tag, error={
                 "status": 422, "field": "query",

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -37,11 +39,20 @@ class ServingModel:
     genres: list[list[str]]
     genre_names: list[str]
     genre_matrix: torch.Tensor  # (I+1, G) rows sum to 1 (or 0 for items without genres)
+    genre_mix: torch.Tensor  # (G,) the catalogue's genre distribution (cold-start intent)
     unit_vectors: torch.Tensor  # (I+1, D) item_vectors, L2-normalised (explanations)
+    # what a stage derives from this model (e.g. item text from Feast), dropped with it
+    derived: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
         return self.model.cfg.num_items
+
+    async def derive(self, name: str, build: Callable[[ServingModel], Any]) -> Any:
+        """``build(self)`` once per model, in a thread (it may read the feature store)."""
+        if name not in self.derived:
+            self.derived[name] = await asyncio.to_thread(build, self)
+        return self.derived[name]
 
 
 def resolve_tag(tag: str) -> str:
@@ -85,9 +96,10 @@ def load(tag: str, store: FeatureStore) -> ServingModel:
             if g in index:
                 matrix[i, index[g]] = 1.0
     matrix = matrix / matrix.sum(-1, keepdim=True).clamp(min=1.0)
+    mix = matrix[1:].sum(0)
     return ServingModel(tag=packaged.tag, model=model, item_vectors=packaged.item_vectors,
                         titles=titles, raw_ids=raw_ids, genres=genres, genre_names=names,
-                        genre_matrix=matrix,
+                        genre_matrix=matrix, genre_mix=mix / mix.sum().clamp(min=1e-9),
                         unit_vectors=torch.nn.functional.normalize(packaged.item_vectors, dim=-1))
 
 

@@ -55,7 +55,6 @@ class Ranking:
         self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
         self.read_at = float("-inf")
         self.refreshing: asyncio.Task | None = None
-        self.text: dict[str, torch.Tensor | None] = {}  # tag -> (I+1, E) unit item text
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
@@ -63,18 +62,14 @@ class Ranking:
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
         self.read_at = time.monotonic()
-        await asyncio.to_thread(self._text, model)
+        await self._text(model)
         self.models.current = model.tag
         self.knobs = knobs
 
-    def _text(self, model: ServingModel) -> torch.Tensor | None:
-        """The item text embeddings (Feast ``item_text_embedding``) queries are matched to."""
-        if model.tag not in self.text:
-            found = item_text(self.store, model)
-            self.text[model.tag] = None if found is None else found[0]
-            while len(self.text) > self.models.keep:
-                self.text.pop(next(iter(self.text)))
-        return self.text[model.tag]
+    async def _text(self, model: ServingModel) -> torch.Tensor | None:
+        """(I+1, E) item text embeddings (Feast ``item_text_embedding``) queries are matched to."""
+        found = await model.derive("item_text", lambda m: item_text(self.store, m))
+        return None if found is None else found[0]
 
     def _item_stats(self, num_items: int) -> torch.Tensor:
         window, _ = item_trends(self.store, num_items)
@@ -107,8 +102,7 @@ class Ranking:
                  else torch.zeros(len(cands)))  # (K,)
         query_match = None
         if query is not None:
-            text = (self.text[model.tag] if model.tag in self.text
-                    else await asyncio.to_thread(self._text, model))
+            text = await self._text(model)
             vector = torch.tensor(query.vector)  # (E,)
             if text is not None and text.shape[1] == len(vector):
                 query_match = text[cands] @ vector  # (K,)

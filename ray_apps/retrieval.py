@@ -156,10 +156,9 @@ class Retrieval:
         scores[q.exclude] = -np.inf
         top = np.argsort(-scores, kind="stable")[: self.knobs.k]
         top = top[np.isfinite(scores[top])]
-        mix = model.genre_matrix[1:].sum(0)  # (G,) the catalogue's genre mix
         return Candidates(model=model.tag, cold_start=True, cold_start_reason=reason, as_of=now,
                           candidates=top.tolist(), scores=scores[top].tolist(),
-                          intent=(mix / mix.sum().clamp(min=1e-9)).tolist(), exclude=q.exclude)
+                          intent=model.genre_mix.tolist(), exclude=q.exclude)
 
     def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
                k: int, now: int) -> None:
