@@ -36,13 +36,20 @@ from training.data.ingest import read_manifest
 
 IMPORT_PATH = "ray_apps.app:build_app"
 GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
-# Serve's latency switches, set in every replica of the app (its runtime env): run the
-# deployment's code and its outgoing-handle router on the replica's own event loop, not on
-# extra threads. On a 2-core box each thread handoff costs milliseconds: measured here, the
-# app's p50 at one client went from 74 to 37 ms (benchmarks/serve_latency.py). Stage code
-# that blocks (model and index loads) already runs in ``asyncio.to_thread``.
+# Serve's latency switches, measured with benchmarks/serve_latency.py (one client, p50):
+# - in every replica of the app (its runtime env): run the deployment's code and its outgoing
+#   router on the replica's own event loop, not on extra threads (74 -> 37 ms on a slower box:
+#   each thread handoff costs milliseconds on 2 cores; stage code that blocks, model and index
+#   loads, already runs in ``asyncio.to_thread``); and call the next stage over Serve's gRPC
+#   channel between replicas, by value, instead of as a Ray actor task (13.2 -> 9.0 ms gRPC);
+# - in Serve's controller, whose proxies inherit its env: the proxy forwards to the Ingress
+#   over that same channel, its router on its own loop (9.0 -> 6.2 ms gRPC).
+# These are the switches of Serve's documented RAY_SERVE_THROUGHPUT_OPTIMIZED mode, without its
+# direct ingress (replicas on their own ports behind HAProxy), which needs an HAProxy binary.
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-               "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+               "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+               "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
+CONTROLLER_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
 def _placed(deployment: Deployment, knobs: DeploymentKnobs, user_config: dict | None) -> Deployment:
@@ -106,6 +113,7 @@ def serve_config(apps: dict[str, AppArgs], *, http_port: int = 8000, grpc_port: 
                          "request_timeout_s": request_timeout_s},
         "grpc_options": {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER],
                          "request_timeout_s": request_timeout_s},
+        "controller_options": {"runtime_env": {"env_vars": dict(CONTROLLER_ENV)}},
         "logging_config": LoggingConfig(enable_access_log=False).model_dump(mode="json"),
         "applications": applications,
     }
@@ -206,12 +214,20 @@ def _deployed_at(name: str) -> float | None:
     return None if app is None else app.last_deployed_time_s
 
 
-def start(args: AppArgs, *, http_port: int = 8000, grpc_port: int = 9000,
-          request_timeout_s: float = 10.0, access_log: bool = False, name: str = "irec") -> None:
-    """Start Serve's HTTP and gRPC proxies on this Ray cluster and deploy the application."""
-    preflight(args)
+def start_serve(*, http_port: int = 8000, grpc_port: int = 9000,
+                request_timeout_s: float = 10.0, access_log: bool = False) -> None:
+    """Start Serve's controller and its HTTP and gRPC proxies on this Ray cluster."""
     serve.start(http_options={"host": "127.0.0.1", "port": http_port,
                               "request_timeout_s": request_timeout_s},
                 grpc_options=grpc_options(grpc_port, request_timeout_s),
-                logging_config=LoggingConfig(enable_access_log=access_log))
+                logging_config=LoggingConfig(enable_access_log=access_log),
+                controller_options={"runtime_env": {"env_vars": dict(CONTROLLER_ENV)}})
+
+
+def start(args: AppArgs, *, http_port: int = 8000, grpc_port: int = 9000,
+          request_timeout_s: float = 10.0, access_log: bool = False, name: str = "irec") -> None:
+    """Start Serve (``start_serve``) and deploy the application."""
+    preflight(args)
+    start_serve(http_port=http_port, grpc_port=grpc_port, request_timeout_s=request_timeout_s,
+                access_log=access_log)
     deploy({name: args}, check=False)

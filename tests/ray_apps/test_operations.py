@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from ray_apps.app import apply, deploy, preflight, serve_config
+from ray_apps.app import CONTROLLER_ENV, REPLICA_ENV, apply, deploy, preflight, serve_config
 from ray_apps.client import GRPCClient, HTTPClient
 from ray_apps.config import (
     STAGES,
@@ -149,6 +150,34 @@ def test_serve_config_is_the_builders_output(app_args):
     assert by_name["Ingress"]["max_queued_requests"] == 64
     assert config["grpc_options"]["grpc_servicer_functions"] == [
         "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"]
+    assert application["runtime_env"] == {"env_vars": REPLICA_ENV}
+    assert config["controller_options"] == {"runtime_env": {"env_vars": CONTROLLER_ENV}}
+
+
+def _ray_processes() -> dict[str, list[dict[str, str]]]:
+    """The environment of each local Ray worker process, by its title (``ray::<Actor>``)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # not a process, or it exited meanwhile
+            continue
+        if title.startswith("ray::"):
+            pairs = [p.split(b"=", 1) for p in environ.split(b"\0") if b"=" in p]
+            found.setdefault(title.strip()[5:], []).append(
+                {k.decode(): v.decode() for k, v in pairs})
+    return found
+
+
+def test_serve_switches_reach_the_live_proxy_and_replicas(served):
+    """Serve's latency switches are in the env of the running proxy and of every replica."""
+    processes = _ray_processes()
+    for stage in STAGES:
+        (env,) = processes[f"ServeReplica:irec:{stage}"]
+        assert {k: env.get(k) for k in REPLICA_ENV} == REPLICA_ENV, stage
+    (env,) = processes["ProxyActor"]
+    assert {k: env.get(k) for k in CONTROLLER_ENV} == CONTROLLER_ENV
 
 
 def test_fuzzed_requests_never_get_a_server_error(served):
