@@ -204,6 +204,10 @@ class ServingConfig(StrictModel):
     # Candidates retrieved per request, and results returned when a request gives no n.
     k: int = Field(100, ge=1, le=5000)
     default_n: int = Field(10, ge=1, le=100)
+    # Catalogues of at least this many items are searched with a FAISS IVF index scanning
+    # ann_nprobe cells per query; smaller ones are scored exactly (ray_apps/ann.py).
+    ann_min_items: int = Field(100_000, ge=1)
+    ann_nprobe: int = Field(64, ge=1, le=65_536)
     # CPUs each of the four deployments reserves (fractions: they share small machines).
     num_cpus_per_deployment: float = Field(0.25, gt=0)
     # Per-stage placement (replicas or autoscaling, CPUs, GPUs, threads); stages not named

@@ -146,7 +146,8 @@ def args_from_config(cfg: PlatformConfig) -> AppArgs:
         model_tag=s.model_tag, feature_repo=str(cfg.features.repo_path.resolve()),
         online_store=cfg.features.online_store, lm_model=cfg.features.lm.model,
         default_n=s.default_n,
-        retrieval=RetrievalKnobs(model_tag=s.model_tag, k=s.k, as_of=as_of),
+        retrieval=RetrievalKnobs(model_tag=s.model_tag, k=s.k, as_of=as_of,
+                                 ann_min_items=s.ann_min_items, ann_nprobe=s.ann_nprobe),
         deployments={stage: _placement(s, stage) for stage in STAGES})
 
 

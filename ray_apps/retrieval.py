@@ -2,8 +2,8 @@
 
 History comes from the Feast online store (``retrieval_v1``: the last N events and their
 decay at request time) for a known user, or from the request for an anonymous one. Scores are
-exact: the state against the whole item matrix (one (B, D) x (D, I) product; exact scoring
-stays under a millisecond up to ~10^5 items on one core, above which an ANN index would pay).
+the state against the item matrix: exact below ``ann_min_items`` items (100,000 by default:
+under a millisecond on one core), a FAISS inverted-file index from there on (``ray_apps.ann``).
 Cold start (a known user with no history, or features older than the ``user_history`` TTL):
 the most popular items (Feast ``item_stats``), flagged for the later stages.
 The model's intent head reads the same state: its genre distribution (the catalogue's genre
@@ -22,6 +22,7 @@ from ray import serve
 
 from features.store import online_features, open_store
 from irec.config import FeatureConfig
+from ray_apps.ann import ItemIndex, set_threads, top_k
 from ray_apps.config import RetrievalKnobs
 from ray_apps.models import ModelCache, ServingModel, item_trends
 
@@ -59,6 +60,7 @@ def bad(model: str, field: str, message: str, status: int = 422) -> Candidates:
 class Retrieval:
     def __init__(self, feature_repo: str, online_store: str, threads: int) -> None:
         torch.set_num_threads(threads)
+        set_threads(threads)
         self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
         self.ttl_s = self.store.get_feature_view("user_history").ttl.total_seconds()
         # One FeatureService object for the replica's life: Feast re-compiles the on-demand
@@ -72,6 +74,8 @@ class Retrieval:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = RetrievalKnobs.model_validate(config)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
+        if model.num_items >= knobs.ann_min_items:
+            await model.derive("ann_index", lambda m: ItemIndex(m.item_vectors))
         self.popularity = await asyncio.to_thread(self._popularity, model.num_items)
         self.models.current = model.tag
         self.retrieve.set_max_batch_size(knobs.max_batch_size)
@@ -115,7 +119,7 @@ class Retrieval:
             if out[i] is None and q.user_id is None:
                 histories[i] = (q.items, q.stamps, q.ratings)
         if histories:
-            self._score(queries, histories, out, model, knobs.k, now)
+            self._score(queries, histories, out, model, knobs, now)
         ms = (time.perf_counter() - began) * 1000
         for c in out:
             c.latency_ms.update(feast=round(feast_ms, 3), retrieval=round(ms, 3))
@@ -161,7 +165,7 @@ class Retrieval:
                           intent=model.genre_mix.tolist(), exclude=q.exclude)
 
     def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
-               k: int, now: int) -> None:
+               knobs: RetrievalKnobs, now: int) -> None:
         order = sorted(histories)
         length = model.model.cfg.max_len
         batch = len(order)
@@ -177,19 +181,17 @@ class Retrieval:
                     [float("nan") if r is None else float(r) for r in rs])
         with torch.no_grad():
             state = model.model.user_state(items, ratings, stamps)  # (B, D)
-            scores = state @ model.item_vectors.T  # (B, I+1)
             intent = (torch.softmax(model.model.intent(state), -1) if model.genre_names
                       else torch.zeros(batch, 0))  # (B, G)
-        scores[:, 0] = -torch.inf
+            # the index exists once the model is big enough; a model still loading scores exactly
+            index = (model.derived.get("ann_index") if model.num_items >= knobs.ann_min_items
+                     else None)
+            drops = [set(histories[i][0]) | set(queries[i].exclude) for i in order]
+            found = top_k(state, model.item_vectors, drops, knobs.k, index, knobs.ann_nprobe)
         for b, i in enumerate(order):
             ids, ts, rs = histories[i]
-            drop = set(ids) | set(queries[i].exclude)
-            row = scores[b]
-            row[list(drop)] = -torch.inf
-            top = torch.topk(row, min(k, model.num_items))
-            keep = torch.isfinite(top.values)
+            candidates, scores = found[b]
             out[i] = Candidates(
                 model=model.tag, state=state[b].tolist(), items=list(ids), stamps=list(ts),
-                ratings=list(rs), as_of=now, candidates=top.indices[keep].tolist(),
-                scores=top.values[keep].tolist(), intent=intent[b].tolist(),
-                exclude=queries[i].exclude)
+                ratings=list(rs), as_of=now, candidates=candidates, scores=scores,
+                intent=intent[b].tolist(), exclude=queries[i].exclude)
