@@ -154,6 +154,20 @@ class NoOpPipeline:
         return pb.RecommendResponse()
 
 
+def measure_noop(app, label: str, url: str, target: str, users: list[int], total: int,
+                 logging_config) -> dict[str, dict[str, float]]:
+    """p50/p99 of a no-op app at one client, per protocol; the app is removed afterwards."""
+    serve.run(app, name="noop", route_prefix="/noop", logging_config=logging_config)
+    out = {}
+    for name, caller in (("http", HTTPCaller(url, users, "/noop")),
+                         ("grpc", GRPCCaller(target, users, "noop"))):
+        closed_loop(caller, 1, 30)
+        out[name] = percentiles(closed_loop(caller, 1, total)[1])
+        print(f"  {label}, {name}: p50 {out[name]['p50']:.1f} ms, p99 {out[name]['p99']:.1f} ms")
+    serve.delete("noop")
+    return out
+
+
 def in_process_floor(args, users: list[int], total: int, query: str) -> list[float]:
     """The stages' own code, constructed and called in this process (no Serve)."""
     from ray_apps.intent import Intent
@@ -212,30 +226,15 @@ def main() -> None:
     start_serve(http_port=http_port, grpc_port=grpc_port)
     url, target = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
 
-    print("1/3 no-op Serve deployment (Serve's own cost), 1 client")
+    print("1/3 no-op Serve deployments (Serve's own cost), 1 client")
     # the no-op deployments run under the app's own Serve switches (its replicas' runtime env)
     placed = {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": {"env_vars": REPLICA_ENV}}}
-    serve.run(NoOp.options(**placed).bind(), name="noop", route_prefix="/noop",
-              logging_config=quiet)
-    noop = {}
-    for name, caller in (("http", HTTPCaller(url, users, "/noop")),
-                         ("grpc", GRPCCaller(target, users, "noop"))):
-        closed_loop(caller, 1, 30)
-        noop[name] = percentiles(closed_loop(caller, 1, options.requests)[1])
-        print(f"  {name}: p50 {noop[name]['p50']:.1f} ms, p99 {noop[name]['p99']:.1f} ms")
-    serve.delete("noop")
     hops = (NoOpStage.options(**placed).bind(),
             NoOpStage.options(name="NoOpStage2", **placed).bind())
-    serve.run(NoOpPipeline.options(**placed).bind(*hops), name="noop", route_prefix="/noop",
-              logging_config=quiet)
-    pipeline = {}
-    for name, caller in (("http", HTTPCaller(url, users, "/noop")),
-                         ("grpc", GRPCCaller(target, users, "noop"))):
-        closed_loop(caller, 1, 30)
-        pipeline[name] = percentiles(closed_loop(caller, 1, options.requests)[1])
-        print(f"  {name} pipeline: p50 {pipeline[name]['p50']:.1f} ms, "
-              f"p99 {pipeline[name]['p99']:.1f} ms")
-    serve.delete("noop")
+    noop = measure_noop(NoOp.options(**placed).bind(), "one deployment", url, target, users,
+                        options.requests, quiet)
+    pipeline = measure_noop(NoOpPipeline.options(**placed).bind(*hops), "pipeline", url,
+                            target, users, options.requests, quiet)
 
     print(f"2/3 floor: the stages in-process (query {options.query!r})")
     in_process_floor(args, users, 30, options.query)
