@@ -29,17 +29,16 @@ def set_threads(threads: int) -> None:
 class ItemIndex:
     """An IVF-Flat inner-product index over the item vectors; row 0 (padding) is left out."""
 
-    def __init__(self, item_vectors: torch.Tensor, seed: int = 0) -> None:
+    def __init__(self, item_vectors: torch.Tensor) -> None:
         vectors = np.ascontiguousarray(item_vectors[1:].numpy(), dtype=np.float32)  # (I, D)
         count, dim = vectors.shape
         self.cells = max(1, min(int(4 * math.sqrt(count)), count // TRAIN_PER_CELL))
         quantizer = faiss.IndexFlatIP(dim)
         self.index = faiss.IndexIVFFlat(quantizer, dim, self.cells, faiss.METRIC_INNER_PRODUCT)
         sample = min(count, TRAIN_PER_CELL * self.cells)
-        rows = np.random.default_rng(seed).choice(count, sample, replace=False)
+        rows = np.random.default_rng(0).choice(count, sample, replace=False)  # reproducible
         self.index.train(vectors[np.sort(rows)])
         self.index.add(vectors)
-        self.quantizer = quantizer  # the IVF index does not own it
 
     def search(self, states: torch.Tensor, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item ids), each (B, n), best first; id -1 where fewer than n were found."""
