@@ -13,6 +13,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 WORKDIR /home/ray/irec
 COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 data ./data
 COPY --chown=1000:100 irec ./irec
 COPY --chown=1000:100 training ./training
 COPY --chown=1000:100 features ./features

@@ -50,10 +50,11 @@ from feast.infra.online_stores.helpers import _mmh3  # noqa: E402
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
 from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
 
+from data.config import IngestConfig  # noqa: E402
+from data.ingest import ingest  # noqa: E402
 from features.build import build  # noqa: E402
+from features.config import FeatureConfig  # noqa: E402
 from features.store import apply, materialize, open_store, training_set  # noqa: E402
-from irec.config import FeatureConfig, IngestConfig  # noqa: E402
-from training.data.ingest import ingest  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)

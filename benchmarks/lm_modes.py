@@ -29,10 +29,11 @@ from training.train import build_model, make_optimizer, model_config, prepare_da
 def bench(cfg: PlatformConfig, data, mode: str, epochs: int) -> dict:
     t = cfg.training
     model_cfg = t.model.model_copy(update={"lm_mode": mode})
-    cfg = cfg.model_copy(update={"training": t.model_copy(update={"model": model_cfg})})
+    t = t.model_copy(update={"model": model_cfg})
     torch.manual_seed(t.seed)
     began = time.perf_counter()
-    model = build_model(model_config(cfg, data, log=lambda _: None), data)
+    mcfg = model_config(t, cfg.features, data, cfg.ingest.rating_max, lambda _: None)
+    model = build_model(mcfg, data)
     out = {"mode": mode, "build_s": round(time.perf_counter() - began, 1), "epochs": []}
     optimizer = make_optimizer(model, t.lr, t.lm_lr, t.weight_decay)
     train = data.train
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["frozen", "finetune", "lora"])
     args = parser.parse_args(argv)
     cfg = PlatformConfig.load(args.config, {"features.repo_path": args.repo_path})
-    data = prepare_data(cfg, log=lambda _: None)
+    data = prepare_data(cfg.features, log=lambda _: None)
     results = [bench(cfg, data, mode, args.epochs) for mode in args.modes]
     print(json.dumps({"torch_threads": torch.get_num_threads(), "results": results}, indent=2))
 

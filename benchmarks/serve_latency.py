@@ -174,20 +174,18 @@ def in_process_floor(args, users: list[int], total: int, query: str) -> list[flo
     from ray_apps.ranking import Ranking
     from ray_apps.retrieval import Query, Retrieval
 
-    store = {"feature_repo": args.feature_repo, "online_store": args.online_store}
-    retrieval_knobs, intent_knobs, ranking_knobs = args.knobs()
-    r = Retrieval.func_or_class(**store, threads=1)
-    i = Intent.func_or_class(**store, lm_model=args.lm_model, threads=1)
-    k = Ranking.func_or_class(**store, threads=1)
+    r = Retrieval.func_or_class(args.features)
+    i = Intent.func_or_class(args.features)
+    k = Ranking.func_or_class(args.features)
     unbatched = Retrieval.func_or_class.retrieve.__wrapped__
 
     async def encode_one(text: str):
         return i.encoder.encode([text])[0]
 
     async def go() -> list[float]:
-        await r.reconfigure(retrieval_knobs.model_dump())
-        await i.reconfigure(intent_knobs.model_dump())
-        await k.reconfigure(ranking_knobs.model_dump())
+        await r.reconfigure(args.serving.user_config("Retrieval"))
+        await i.reconfigure(args.serving.user_config("Intent"))
+        await k.reconfigure(args.serving.user_config("Ranking"))
         i.encode = encode_one  # the batched encoder's own code, a batch of one
         out = []
         for _ in range(total):
@@ -205,7 +203,7 @@ def in_process_floor(args, users: list[int], total: int, query: str) -> list[flo
 def main() -> None:
     import ray
 
-    from ray_apps.app import REPLICA_ENV, args_from_config, deploy, start_serve
+    from ray_apps.app import REPLICA_ENV, deploy, start_serve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/tiny.yaml"))
@@ -216,14 +214,16 @@ def main() -> None:
     options = parser.parse_args()
     cfg = PlatformConfig.load(options.config, {"features.repo_path": options.repo_path and
                                                str(options.repo_path)})
-    args = args_from_config(cfg)
+    http_port, grpc_port = free_port(), free_port()
+    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
+        update={"http_port": http_port, "grpc_port": grpc_port})})
+    args = cfg.app_args()
     users = list(range(1, 944))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    http_port, grpc_port = free_port(), free_port()
     from ray.serve.schema import LoggingConfig
 
     quiet = LoggingConfig(enable_access_log=False, log_level="WARNING")
-    start_serve(http_port=http_port, grpc_port=grpc_port)
+    start_serve(args.serving)
     url, target = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
 
     print("1/3 no-op Serve deployments (Serve's own cost), 1 client")

@@ -28,7 +28,8 @@ from training.train import build_model, fit, model_config, prepare_data
 def plain_loop(cfg: PlatformConfig, data, epochs: int) -> list[float]:
     """Sequences/s per epoch of a plain single-process loop (no Ray, no validation)."""
     torch.manual_seed(cfg.training.seed)
-    model = build_model(model_config(cfg, data, log=lambda _: None), data).train()
+    mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, lambda _: None)
+    model = build_model(mcfg, data).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr)
     train, batch = data.train, cfg.training.batch_size
     rates = []
@@ -62,7 +63,7 @@ def main() -> None:
         "training.patience": args.epochs + 1, "training.storage_path": args.storage_path,
         "training.run_name": f"throughput-{int(time.time())}"})
     torch.set_num_threads(1)  # the Ray worker gets 1 CPU: give the plain loop the same
-    data = prepare_data(cfg, log=lambda _: None)
+    data = prepare_data(cfg.features, log=lambda _: None)
 
     plain = plain_loop(cfg, data, args.epochs)
 
@@ -70,7 +71,8 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     init_s = time.perf_counter() - started
     tick = time.perf_counter()
-    result = fit(cfg, data, log=lambda _: None)
+    mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, lambda _: None)
+    result = fit(cfg.training, mcfg, data)
     wall = time.perf_counter() - tick
     rows = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])
     ray_rates = [m["sequences_per_s"] for m in rows]

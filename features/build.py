@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from data.ingest import read_manifest
 from features import tables
-from irec.config import FeatureConfig
-from training.data.ingest import read_manifest
+from features.config import FeatureConfig
 
 BUILD_FILE = "features.json"
 
@@ -95,11 +95,11 @@ def _embed_items(
     has_text = (texts.str.len() > 0).to_numpy()
     todo = texts[has_text].tolist()
     if todo:
-        from irec.lm import TextEncoder
+        from features.lm import TextEncoder
 
-        encoder = TextEncoder(cfg.lm.model, device=cfg.lm.device, max_length=cfg.lm.max_length)
+        encoder = TextEncoder(cfg.lm)
         with tqdm(total=len(todo), desc="embedding item text", unit="item") as bar:
-            vectors = encoder.encode(todo, cfg.lm.batch_size, progress=bar.update)
+            vectors = encoder.encode(todo, progress=bar.update)
         dim = encoder.dim
         log(f"features: embedded {len(todo):,} item texts with {encoder.name} ({dim}-d)")
     else:

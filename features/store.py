@@ -27,7 +27,7 @@ from feast import (
 from feast.errors import FeatureViewNotFoundException
 
 from feature_repo import definitions
-from irec.config import FeatureConfig
+from features.config import FeatureConfig
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

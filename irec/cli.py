@@ -16,17 +16,16 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 import typer
-from pydantic import ValidationError
 
+from data.schema import IngestError
 from irec.config import PlatformConfig
-from irec.console import fail
+from irec.console import fail, load_config
 from irec.k8s_commands import register as register_k8s_commands
 from irec.serve_commands import register as register_serve_commands
-from training.data.schema import IngestError
 
 app = typer.Typer(help="Train and serve transformer models of user interest.", no_args_is_help=True)
 features_app = typer.Typer(help="Feast feature store: build, apply, materialize, read.",
@@ -45,13 +44,6 @@ def _quiet_library_warnings() -> None:
     # ibis 12 inside Feast's DuckDB store warns about a deprecated duckdb call on every query.
     warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
-
-
-def _load(config: Path | None, **overrides: Any) -> PlatformConfig:
-    try:
-        return PlatformConfig.load(config, overrides)
-    except (ValidationError, ValueError, FileNotFoundError) as exc:
-        fail(f"invalid configuration: {exc}")
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -80,9 +72,9 @@ def ingest(
     repo_path: RepoOpt = None,
 ) -> None:
     """Validate a dataset and write canonical parquet tables with a fingerprint."""
-    from training.data.ingest import ingest as run_ingest
+    from data.ingest import ingest as run_ingest
 
-    cfg = _load(config, **{"ingest.format": format, "ingest.path": path,
+    cfg = load_config(config, **{"ingest.format": format, "ingest.path": path,
                            "ingest.items_path": items, "ingest.users_path": users,
                            "features.repo_path": repo_path})
     try:
@@ -99,7 +91,7 @@ def features_build(
     """Compute the Feast source tables (history, stats, item text embeddings)."""
     from features.build import build
 
-    cfg = _load(config, **{"features.repo_path": repo_path,
+    cfg = load_config(config, **{"features.repo_path": repo_path,
                            "features.history_length": history_length})
     try:
         build(cfg.features, log=typer.echo)
@@ -113,7 +105,7 @@ def features_apply(config: ConfigOpt = None, repo_path: RepoOpt = None,
     """Register entities, feature views and feature services; create online tables."""
     from features.store import apply
 
-    cfg = _load(config, **{"features.repo_path": repo_path,
+    cfg = load_config(config, **{"features.repo_path": repo_path,
                            "features.online_store": online_store})
     apply(_store(cfg), log=typer.echo)
 
@@ -128,7 +120,7 @@ def features_materialize(
     """Load offline feature rows into the online store (SQLite or Redis)."""
     from features.store import materialize
 
-    cfg = _load(config, **{"features.repo_path": repo_path,
+    cfg = load_config(config, **{"features.repo_path": repo_path,
                            "features.online_store": online_store})
     if incremental and start is not None:
         fail("--start and --incremental exclude each other: incremental starts at each "
@@ -147,7 +139,7 @@ def features_training_set(
     """Point-in-time-correct training set for an entity frame."""
     from features.store import training_set
 
-    cfg = _load(config, **{"features.repo_path": repo_path})
+    cfg = load_config(config, **{"features.repo_path": repo_path})
     if not entities.exists():
         fail(f"{entities}: file not found")
     frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
@@ -171,7 +163,7 @@ def features_online(
     """Read online features for users and print them as JSON lines."""
     from features.store import online_features
 
-    cfg = _load(config, **{"features.repo_path": repo_path,
+    cfg = load_config(config, **{"features.repo_path": repo_path,
                            "features.online_store": online_store})
     result = online_features(_store(cfg), [{"user_id": u} for u in user], service, request_ts)
     for i in range(len(user)):
@@ -187,9 +179,9 @@ def train(
     margin: Annotated[float, typer.Option(help="NDCG@10 gain to replace the champion.")] = 0.0,
 ) -> None:
     """Fine-tune the interest model with Ray Train, evaluate, package in BentoML, promote."""
-    from training.train import run as run_training
+    from irec.pipeline import run as run_training
 
-    cfg = _load(config, **{"features.repo_path": repo_path,
+    cfg = load_config(config, **{"features.repo_path": repo_path,
                            "training.storage_path": storage_path,
                            "training.num_workers": num_workers, "training.epochs": epochs})
     try:
@@ -229,15 +221,15 @@ def run(
         help="Stop after printing the demo instead of serving until Ctrl-C.")] = False,
 ) -> None:
     """The whole product: ingest -> features -> train -> package -> serve -> recommend."""
+    from data.ingest import ingest as run_ingest
     from features.build import build
     from features.store import apply, materialize
+    from irec.pipeline import run as run_training
     from irec.serve_commands import print_answer, start_serving, wait_for_ctrl_c
     from ray_apps.client import HTTPClient
     from ray_apps.schemas import RecommendRequest
-    from training.data.ingest import ingest as run_ingest
-    from training.train import run as run_training
 
-    cfg = _load(config, **{"features.repo_path": repo_path, "serving.model_tag": model_tag,
+    cfg = load_config(config, **{"features.repo_path": repo_path, "serving.model_tag": model_tag,
                            "serving.http_port": http_port, "serving.grpc_port": grpc_port})
     started = time.perf_counter()
     steps = ["ingest", "features build", "feast apply", "materialize",

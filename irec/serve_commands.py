@@ -11,16 +11,14 @@ import typer
 import yaml
 
 from irec.config import PlatformConfig
-from irec.console import fail
+from irec.console import fail, load_config
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 TagOpt = Annotated[str | None, typer.Option(help="BentoML model tag, or 'champion'.")]
 
 
 def _config(config: Path | None, model_tag: str | None) -> PlatformConfig:
-    from irec.cli import _load
-
-    return _load(config, **{"serving.model_tag": model_tag})
+    return load_config(config, **{"serving.model_tag": model_tag})
 
 
 def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
@@ -28,18 +26,17 @@ def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
     import bentoml
     import ray
 
-    from ray_apps.app import args_from_config, start
+    from ray_apps.app import start
     from ray_apps.models import ContractError
 
-    args = args_from_config(cfg)
+    args = cfg.app_args()
     s = cfg.serving
     if not ray.is_initialized():
         ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
-    log(f"serve: starting {args.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port}; "
+    log(f"serve: starting {s.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port}; "
         "loading the model and the LM takes ~30 s)")
     try:
-        start(args, http_port=s.http_port, grpc_port=s.grpc_port,
-              request_timeout_s=s.request_timeout_s)
+        start(args)
     except (ContractError, LookupError, bentoml.exceptions.NotFound) as exc:
         fail(str(exc))
     return f"http://127.0.0.1:{s.http_port}", f"127.0.0.1:{s.grpc_port}"
@@ -71,9 +68,10 @@ def serve_config_cmd(
     output: Annotated[Path | None, typer.Option("-o", help="Write here (default stdout).")] = None,
 ) -> None:
     """The Serve config YAML of the app (what `serve build` writes; the chart's serveConfigV2)."""
-    from ray_apps.app import platform_serve_config
+    from ray_apps.app import serve_config
 
-    text = yaml.safe_dump(platform_serve_config(_config(config, model_tag)), sort_keys=False)
+    app_args = _config(config, model_tag).app_args()
+    text = yaml.safe_dump(serve_config({"irec": app_args}), sort_keys=False)
     if output is None:
         typer.echo(text)
     else:

@@ -1,10 +1,15 @@
-"""Typed arguments of the Serve application, and the knobs each deployment reconfigures.
+"""The serving section of the platform config: every knob of the Serve application, once.
 
-``AppArgs`` is what ``build_app`` takes (from ``serve run ray_apps.app:build_app key=value``,
-from the ``args`` block of a Serve config file, or from ``irec serve``). Per-deployment
-runtime knobs travel as ``user_config`` and are applied in ``reconfigure`` without a restart:
-changing them in the chart's ``serveConfigV2`` (or with ``irec rollout``) updates running
-replicas in place.
+``ServingConfig`` is what a preset's ``serving:`` block holds and what ``build_app`` takes
+(inside ``AppArgs``, with the feature store and LM it reads). Per stage it has two parts:
+
+- runtime knobs (``ingress``, ``retrieval``, ``intent``, ``ranking``): each stage's
+  ``user_config``, applied in ``reconfigure`` without a restart, so changing them in the
+  chart's values (``serving.app``), in ``serveConfigV2`` or with ``irec rollout`` updates the
+  running replicas in place;
+- placement and admission (``deployments``): Serve's own deployment options, under Serve's
+  own names (``num_replicas``, ``autoscaling_config``, ``ray_actor_options``,
+  ``max_ongoing_requests``, ...), passed to ``Deployment.options`` as they are.
 """
 
 from __future__ import annotations
@@ -12,30 +17,56 @@ from __future__ import annotations
 import copy
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
-from irec.config import AutoscalingConfig, Stage
+from data.config import StrictModel
+from features.config import FeatureConfig
 from ray_apps.schemas import MAX_N
 
+Stage = Literal["Retrieval", "Intent", "Ranking", "Ingress"]
 STAGES: tuple[str, ...] = get_args(Stage)
+# wall: decay and feature TTL against the current time; dataset_end: against one second after
+# the data's last event (replays of historical data: MovieLens-100K ends in April 1998);
+# an integer: that epoch second.
+Clock = Literal["wall", "dataset_end"] | int
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AutoscalingConfig(StrictModel):
+    """Ray Serve autoscaling of one deployment: replaces its fixed replica count.
+
+    On KubeRay the Ray autoscaler then adds or removes worker pods (within the worker
+    groups' min/max) to fit the replicas Serve asks for.
+    """
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    # Ongoing requests per replica that Serve aims for when it scales.
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} must not exceed "
+                             f"max_replicas={self.max_replicas}")
+        return self
 
 
-class DeploymentKnobs(Strict):
-    """Placement and admission control of one deployment."""
+class ActorOptions(StrictModel):
+    """Resources each replica reserves (Serve's ``ray_actor_options``)."""
 
-    num_replicas: int = Field(1, ge=1)
-    # Fractional CPUs: four deployments must fit on a 2-core machine.
+    # Fractions let the four deployments share a small machine; 1+ on a cluster.
     num_cpus: float = Field(0.25, gt=0)
-    # GPUs per replica (0: CPU only).
+    # GPUs per replica (places the replicas on a GPU worker group on KubeRay).
     num_gpus: float = Field(0.0, ge=0)
-    # Serve autoscaling between min and max replicas; replaces num_replicas when set.
-    autoscaling: AutoscalingConfig | None = None
-    # torch/BLAS threads per replica (pinned at start).
-    threads: int = Field(1, ge=1)
+
+
+class DeploymentConfig(StrictModel):
+    """Placement and admission control of one deployment, as Serve's deployment options."""
+
+    # Fixed replica count (None: one, or Serve autoscaling when autoscaling_config is set).
+    num_replicas: int | None = Field(None, ge=1)
+    autoscaling_config: AutoscalingConfig | None = None
+    ray_actor_options: ActorOptions = ActorOptions()
     # Requests a replica works on at once; beyond it they wait in the caller's queue...
     max_ongoing_requests: int = Field(16, ge=1)
     # ...which holds at most this many before callers get 503 / RESOURCE_EXHAUSTED.
@@ -44,24 +75,36 @@ class DeploymentKnobs(Strict):
     # before the deployment is marked failed.
     max_constructor_retry_count: int = Field(3, ge=1)
 
+    @model_validator(mode="after")
+    def _one_way_to_scale(self) -> DeploymentConfig:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError(f"num_replicas={self.num_replicas} and autoscaling_config exclude "
+                             "each other: set one")
+        return self
 
-class FusionWeights(Strict):
-    """How Ranking fuses the model's heads and features into one score (z-scored terms)."""
-
-    retrieval: float = 1.0  # evolution head: next-item score
-    rating: float = 0.3  # intensity head: predicted rating
-    like: float = 0.3  # decay head: P(like) with decayed history
-    intent: float = 0.5  # intent distribution . item genres
-    query: float = 0.5  # query text . item text (when a query is given)
-    popularity: float = 0.1  # trailing-window popularity from Feast item_stats
+    def options(self) -> dict:
+        """The keyword arguments of ``Deployment.options``."""
+        return self.model_dump(exclude_none=True)
 
 
-class RetrievalKnobs(Strict):
-    model_tag: str
+class IngressKnobs(StrictModel):
+    """The HTTP/gRPC front."""
+
+    # Results returned when a request gives no n.
+    default_n: int = Field(10, ge=1, le=MAX_N)
+
+
+class StageKnobs(StrictModel):
+    """Knobs every model stage has."""
+
+    # torch/BLAS threads of each replica.
+    threads: int = Field(1, ge=1)
+
+
+class RetrievalKnobs(StageKnobs):
+    """Retrieval: user state -> top-K candidates."""
+
     k: int = Field(100, ge=1, le=5000)  # candidates handed to ranking
-    # Serving clock (epoch seconds) for decay and TTL; None = wall clock. Replays of
-    # historical data (MovieLens ends in 1998) pin it to the data's end.
-    as_of: int | None = None
     max_batch_size: int = Field(8, ge=1, le=256)
     # How long a batch waits for more requests after its first. 0: take what is queued; under
     # load requests queue while a batch runs, so batches still form, and light load pays no wait.
@@ -73,16 +116,29 @@ class RetrievalKnobs(Strict):
     ann_nprobe: int = Field(64, ge=1, le=65_536)
 
 
-class IntentKnobs(Strict):
-    model_tag: str
+class IntentKnobs(StageKnobs):
+    """Intent: free-text query -> genre distribution."""
+
     query_weight: float = Field(0.6, ge=0, le=1)  # share of the query in the intent blend
     temperature: float = Field(0.05, gt=0)  # sharpness of query -> genre similarities
     max_batch_size: int = Field(8, ge=1, le=256)  # LM encoder batch
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)  # as RetrievalKnobs
 
 
-class RankingKnobs(Strict):
-    model_tag: str
+class FusionWeights(StrictModel):
+    """How Ranking fuses the model's heads and features into one score (z-scored terms)."""
+
+    retrieval: float = 1.0  # evolution head: next-item score
+    rating: float = 0.3  # intensity head: predicted rating
+    like: float = 0.3  # decay head: P(like) with decayed history
+    intent: float = 0.5  # intent distribution . item genres
+    query: float = 0.5  # query text . item text (when a query is given)
+    popularity: float = 0.1  # trailing-window popularity from Feast item_stats
+
+
+class RankingKnobs(StageKnobs):
+    """Ranking: the K candidates -> the top N, fused and explained."""
+
     weights: FusionWeights = FusionWeights()
     explain_top: int = Field(2, ge=0, le=10)  # history items named per recommendation
     # Item trend features (Feast item_stats) are re-read for the whole catalogue at most this
@@ -90,31 +146,75 @@ class RankingKnobs(Strict):
     item_features_ttl_s: float = Field(60.0, ge=0)
 
 
-class AppArgs(Strict):
-    """Everything ``build_app`` needs; the Serve config YAML carries exactly this."""
+class Tagged(StrictModel):
+    """The model every stage's ``user_config`` names: ``irec rollout`` changes only this."""
 
     # BentoML tag (``interest:<version>``, ``interest:latest``) or ``champion``.
+    model_tag: str
+
+
+class IngressUserConfig(IngressKnobs):
+    """What an Ingress replica reconfigures with."""
+
+
+class RetrievalUserConfig(RetrievalKnobs, Tagged):
+    """What a Retrieval replica reconfigures with: its knobs, the model and the clock."""
+
+    clock: Clock
+
+
+class IntentUserConfig(IntentKnobs, Tagged):
+    """What an Intent replica reconfigures with."""
+
+
+class RankingUserConfig(RankingKnobs, Tagged):
+    """What a Ranking replica reconfigures with."""
+
+
+class ServingConfig(StrictModel):
+    """The Ray Serve application as ``irec serve`` and ``irec run`` start it (ray_apps/)."""
+
+    # BentoML tag every stage serves: ``champion`` (the promoted model), ``interest:latest``
+    # or a version.
     model_tag: str = "champion"
-    # Feast workspace (data/, registry, SQLite file) and which online store to read.
-    feature_repo: str
-    online_store: Literal["sqlite", "redis"] = "sqlite"
-    # Hugging Face directory of the LM that encodes queries; must be the one that embedded
-    # the item text in Feast. None: the offline all-MiniLM-L6-v2 weights.
-    lm_model: str | None = None
-    default_n: int = Field(10, ge=1, le=MAX_N)
-    retrieval: RetrievalKnobs | None = None
-    intent: IntentKnobs | None = None
-    ranking: RankingKnobs | None = None
-    deployments: dict[Stage, DeploymentKnobs] = {}
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(9000, ge=1, le=65535)
+    # Requests slower than this end with 408 / DEADLINE_EXCEEDED instead of waiting forever.
+    request_timeout_s: float = Field(10.0, gt=0)
+    # The serving clock of decay and the feature TTL (see Clock).
+    clock: Clock = "wall"
+    ingress: IngressKnobs = IngressKnobs()
+    retrieval: RetrievalKnobs = RetrievalKnobs()
+    intent: IntentKnobs = IntentKnobs()
+    ranking: RankingKnobs = RankingKnobs()
+    # Per-deployment placement and admission; a stage not named here gets the defaults.
+    deployments: dict[Stage, DeploymentConfig] = {}
 
-    def knobs(self) -> tuple[RetrievalKnobs, IntentKnobs, RankingKnobs]:
-        """Each stage's user_config, with the app's model tag where none is given."""
+    def deployment(self, stage: str) -> DeploymentConfig:
+        return self.deployments.get(stage, DeploymentConfig())
+
+    def user_config(self, stage: str) -> dict:
+        """The ``user_config`` of ``stage``, validated as its replicas will validate it."""
         tag = {"model_tag": self.model_tag}
-        return (self.retrieval or RetrievalKnobs(**tag), self.intent or IntentKnobs(**tag),
-                self.ranking or RankingKnobs(**tag))
+        config = {
+            "Ingress": IngressUserConfig(**self.ingress.model_dump()),
+            "Retrieval": RetrievalUserConfig(**self.retrieval.model_dump(), **tag,
+                                             clock=self.clock),
+            "Intent": IntentUserConfig(**self.intent.model_dump(), **tag),
+            "Ranking": RankingUserConfig(**self.ranking.model_dump(), **tag),
+        }[stage]
+        return config.model_dump(mode="json")
 
-    def placement(self, stage: str) -> DeploymentKnobs:
-        return self.deployments.get(stage, DeploymentKnobs())
+
+class AppArgs(StrictModel):
+    """Everything ``build_app`` takes: the serving section and the feature store it reads.
+
+    ``features`` gives the Feast workspace and online store every stage reads, and the LM
+    (``features.lm``) that Intent encodes queries with: the one that embedded the item text.
+    """
+
+    features: FeatureConfig = FeatureConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:

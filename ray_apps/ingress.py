@@ -24,6 +24,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
+from ray_apps.config import IngressUserConfig
 from ray_apps.retrieval import Query
 from ray_apps.schemas import (
     MAX_BODY_BYTES,
@@ -118,13 +119,16 @@ API = create_api(MAX_BODY_BYTES)
 @serve.ingress(API)
 class Ingress:
     def __init__(self, retrieval: DeploymentHandle, intent: DeploymentHandle,
-                 ranking: DeploymentHandle, default_n: int) -> None:
+                 ranking: DeploymentHandle) -> None:
         self.retrieval, self.intent, self.ranking = retrieval, intent, ranking
-        self.default_n = default_n
+        self.knobs: IngressUserConfig | None = None
         self.requests = Counter("irec_requests_total", description="Answered requests",
                                 tag_keys=("protocol",))
         self.cold_starts = Counter("irec_cold_start_total",
                                    description="Requests answered by the cold-start fallback")
+
+    def reconfigure(self, config: dict) -> None:
+        self.knobs = IngressUserConfig.model_validate(config)
 
     async def recommend(self, request: RecommendRequest, protocol: str) -> RecommendResponse:
         began = time.perf_counter()
@@ -133,7 +137,7 @@ class Ingress:
             query.items = [e.item_id for e in request.history]
             query.stamps = [e.timestamp for e in request.history]
             query.ratings = [e.rating for e in request.history]
-        n = request.n if "n" in request.model_fields_set else self.default_n
+        n = request.n if "n" in request.model_fields_set else self.knobs.default_n
         # Retrieval and Intent need nothing from each other: both run at once, and Intent only
         # when there is text to understand. Ranking then needs both.
         retrieving = self.retrieval.remote(query)

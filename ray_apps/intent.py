@@ -20,10 +20,10 @@ import torch
 from pydantic import BaseModel
 from ray import serve
 
+from features.config import FeatureConfig
+from features.lm import TextEncoder
 from features.store import open_store
-from irec.config import FeatureConfig
-from irec.lm import TextEncoder
-from ray_apps.config import IntentKnobs
+from ray_apps.config import IntentUserConfig
 from ray_apps.models import ModelCache, ServingModel, item_text
 
 
@@ -39,17 +39,16 @@ class QueryIntent(BaseModel):
 
 @serve.deployment
 class Intent:
-    def __init__(self, feature_repo: str, online_store: str, lm_model: str | None,
-                 threads: int) -> None:
-        torch.set_num_threads(threads)
-        self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
-        self.encoder = TextEncoder(lm_model)
+    def __init__(self, features: FeatureConfig) -> None:
+        self.store = open_store(features)
+        self.encoder = TextEncoder(features.lm)
         self.models = ModelCache(self.store)
-        self.knobs: IntentKnobs | None = None
+        self.knobs: IntentUserConfig | None = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
-        knobs = IntentKnobs.model_validate(config)
+        knobs = IntentUserConfig.model_validate(config)
+        torch.set_num_threads(knobs.threads)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         await self._prototypes(model)
         self.models.current = model.tag

@@ -24,9 +24,9 @@ import torch
 from pydantic import BaseModel
 from ray import serve
 
+from features.config import FeatureConfig
 from features.store import open_store
-from irec.config import FeatureConfig
-from ray_apps.config import RankingKnobs
+from ray_apps.config import RankingUserConfig
 from ray_apps.intent import QueryIntent
 from ray_apps.models import ModelCache, ServingModel, item_text, item_trends
 from ray_apps.retrieval import Candidates
@@ -47,18 +47,18 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
 
 @serve.deployment
 class Ranking:
-    def __init__(self, feature_repo: str, online_store: str, threads: int) -> None:
-        torch.set_num_threads(threads)
-        self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
+    def __init__(self, features: FeatureConfig) -> None:
+        self.store = open_store(features)
         self.models = ModelCache(self.store)
-        self.knobs: RankingKnobs | None = None
+        self.knobs: RankingUserConfig | None = None
         self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
         self.read_at = float("-inf")
         self.refreshing: asyncio.Task | None = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
-        knobs = RankingKnobs.model_validate(config)
+        knobs = RankingUserConfig.model_validate(config)
+        torch.set_num_threads(knobs.threads)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
         self.read_at = time.monotonic()

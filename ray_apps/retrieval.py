@@ -16,14 +16,16 @@ import asyncio
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel
 from ray import serve
 
+from data.ingest import read_manifest
+from features.config import FeatureConfig
 from features.store import online_features, open_store
-from irec.config import FeatureConfig
 from ray_apps.ann import ItemIndex, set_threads, top_k
-from ray_apps.config import RetrievalKnobs
+from ray_apps.config import Clock, RetrievalUserConfig
 from ray_apps.models import ModelCache, ServingModel, item_trends
 
 
@@ -58,21 +60,24 @@ def bad(model: str, field: str, message: str, status: int = 422) -> Candidates:
 
 @serve.deployment
 class Retrieval:
-    def __init__(self, feature_repo: str, online_store: str, threads: int) -> None:
-        torch.set_num_threads(threads)
-        set_threads(threads)
-        self.store = open_store(FeatureConfig(repo_path=feature_repo, online_store=online_store))
+    def __init__(self, features: FeatureConfig) -> None:
+        self.features = features
+        self.store = open_store(features)
         self.ttl_s = self.store.get_feature_view("user_history").ttl.total_seconds()
         # One FeatureService object for the replica's life: Feast re-compiles the on-demand
         # view for every new object, which costs ~15 ms a read (0.9 ms with a reused one).
         self.service = self.store.get_feature_service("retrieval_v1")
         self.models = ModelCache(self.store)
-        self.knobs: RetrievalKnobs | None = None
+        self.knobs: RetrievalUserConfig | None = None
+        self.as_of: int | None = None  # the pinned serving clock; None = wall clock
         self.popularity: np.ndarray | None = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
-        knobs = RetrievalKnobs.model_validate(config)
+        knobs = RetrievalUserConfig.model_validate(config)
+        torch.set_num_threads(knobs.threads)
+        set_threads(knobs.threads)
+        self.as_of = self._pinned(knobs.clock)
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         if model.num_items >= knobs.ann_min_items:
             await model.derive("ann_index", lambda m: ItemIndex(m.item_vectors))
@@ -81,6 +86,15 @@ class Retrieval:
         self.retrieve.set_max_batch_size(knobs.max_batch_size)
         self.retrieve.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
+
+    def _pinned(self, clock: Clock) -> int | None:
+        """The epoch second ``clock`` stands for, or None for the wall clock."""
+        if clock == "wall":
+            return None
+        if clock == "dataset_end":
+            end = read_manifest(self.features.data_dir)["time_range"][1]
+            return int(pd.Timestamp(end).timestamp()) + 1
+        return clock
 
     def _popularity(self, num_items: int) -> np.ndarray:
         """(I+1,) trailing-window popularity, the all-time count breaking ties."""
@@ -100,7 +114,7 @@ class Retrieval:
         began = time.perf_counter()
         knobs = self.knobs
         model = await self.models.aget()
-        now = knobs.as_of if knobs.as_of is not None else int(time.time())
+        now = self.as_of if self.as_of is not None else int(time.time())
         out: list[Candidates | None] = [self._check(q, model) for q in queries]
         users = [i for i, q in enumerate(queries) if out[i] is None and q.user_id is not None]
         feast_ms = 0.0
@@ -165,7 +179,7 @@ class Retrieval:
                           intent=model.genre_mix.tolist(), exclude=q.exclude)
 
     def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
-               knobs: RetrievalKnobs, now: int) -> None:
+               knobs: RetrievalUserConfig, now: int) -> None:
         order = sorted(histories)
         length = model.model.cfg.max_len
         batch = len(order)

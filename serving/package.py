@@ -13,6 +13,7 @@ Metadata carries the dataset fingerprint, the Feast feature services with their 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -25,8 +26,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-import irec
-from training.models.interest import InterestModelConfig, InterestTransformer
+from training.models.config import InterestModelConfig
+from training.models.interest import InterestTransformer
 
 MODEL_NAME = "interest"
 MANIFEST = "MANIFEST.json"
@@ -48,12 +49,14 @@ class PackagedModel:
 
 
 def code_version() -> str:
+    """The installed irec distribution's version, plus the git commit where there is one."""
+    version = importlib.metadata.version("irec")
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, timeout=5, check=True)
-        return f"{irec.__version__}+{sha.stdout.strip()}"
+        return f"{version}+{sha.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
-        return irec.__version__
+        return version
 
 
 def _sha256(path: Path) -> str:

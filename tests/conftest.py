@@ -20,7 +20,9 @@ import pytest
 import redis
 import torch
 
-from irec.config import FeatureConfig, IngestConfig, PlatformConfig
+from data.config import IngestConfig
+from features.config import FeatureConfig
+from irec.config import PlatformConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -81,9 +83,9 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ml100k_workspace(tmp_path_factory, datasets) -> FeatureConfig:
     """ML-100K ingested, features built, applied and fully materialized into SQLite."""
+    from data.ingest import ingest
     from features.build import build
     from features.store import apply, materialize, open_store
-    from training.data.ingest import ingest
 
     cfg = FeatureConfig(repo_path=tmp_path_factory.mktemp("ml100k"))
     ingest(IngestConfig(path=datasets / "ml-100k"), cfg.data_dir, log=lambda _: None)
@@ -113,9 +115,11 @@ def untrained(ml100k_workspace):
 
     cfg = PlatformConfig.load("configs/tiny.yaml",
                               {"features.repo_path": str(ml100k_workspace.repo_path)})
-    data = prepare_data(cfg, log=lambda _: None)
+    data = prepare_data(cfg.features, log=lambda _: None)
     torch.manual_seed(0)
-    model = build_model(model_config(cfg, data, log=lambda _: None), data).eval()
+    mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max,
+                        log=lambda _: None)
+    model = build_model(mcfg, data).eval()
     items = pd.read_parquet(ml100k_workspace.data_dir / "items.parquet")
     store = open_store(ml100k_workspace)
     services = {s: schema_hash(store, s) for s in ("retrieval_v1", "ranking_v1")}

@@ -3,7 +3,8 @@
 Every object refuses unknown keys. Kubernetes pass-through fields (affinity, NetworkPolicy
 peers, ...) are typed to their first level here and validated in full against the Kubernetes
 schemas after rendering (irec.k8s.validate). ``retraining.training`` is generated from
-``irec.config.TrainingConfig``, so the chart refuses what the training job would refuse.
+``training.config.TrainingConfig`` and ``serving.app`` from ``ray_apps.config.ServingConfig``,
+so the chart refuses what the training job and the Serve app would refuse.
 ``make chart-config`` runs this; a test fails when the committed file differs.
 """
 
@@ -14,8 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from irec.config import TrainingConfig
+from pydantic import BaseModel
+
 from irec.k8s.render import CHART_DIR
+from ray_apps.config import ServingConfig
+from training.config import TrainingConfig
 
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
 QUANTITY = {"type": ["string", "number"], "pattern": r"^[0-9.]+([eE][0-9]+)?[a-zA-Z]*$"}
@@ -101,9 +105,9 @@ def persistence(extra: dict | None = None) -> dict:
                 **(extra or {})})
 
 
-def training_overrides() -> dict:
-    """TrainingConfig's JSON schema with its $defs inlined and nothing required."""
-    schema = TrainingConfig.model_json_schema()
+def overrides(model: type[BaseModel], description: str, exclude: tuple[str, ...] = ()) -> dict:
+    """``model``'s JSON schema with its $defs inlined, nothing required, ``exclude`` left out."""
+    schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
 
     def inline(node):
@@ -116,14 +120,18 @@ def training_overrides() -> dict:
         return node
 
     result = inline(schema)
-    result["description"] = ("Overrides of the training section of configs/k8s.yaml "
-                             "(irec.config.TrainingConfig).")
+    for key in exclude:
+        del result["properties"][key]
+    result["description"] = description
     return result
 
 
 def values_schema() -> dict:
     serving = obj({
         "enabled": BOOLEAN, "modelTag": string(), "serveConfigV2": string(),
+        "app": overrides(ServingConfig, "Changes to the serving section of configs/k8s.yaml "
+                         "(ray_apps.config.ServingConfig); modelTag sets the model.",
+                         exclude=("model_tag", "http_port", "grpc_port")),
         "rayVersion": string(pattern=r"^\d+\.\d+\.\d+$"),
         "upgradeStrategy": obj({
             "type": string(enum=["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]),
@@ -152,7 +160,9 @@ def values_schema() -> dict:
                                "labels": STRING_MAP}),
     })
     retraining = obj({
-        "enabled": BOOLEAN, "training": training_overrides(), "margin": {"type": "number"},
+        "enabled": BOOLEAN, "margin": {"type": "number"},
+        "training": overrides(TrainingConfig, "Overrides of the training section of "
+                              "configs/k8s.yaml (training.config.TrainingConfig)."),
         "runtimeEnv": obj({"env_vars": STRING_MAP, "pip": {}, "uv": {}, "conda": {},
                            "working_dir": string(), "py_modules": {"type": "array"},
                            "excludes": {"type": "array", "items": string()},

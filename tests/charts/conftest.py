@@ -17,6 +17,6 @@ def rendered() -> dict[str, list[dict]]:
 def builder_output() -> dict:
     """What `irec serve-config --config configs/k8s.yaml` prints, parsed."""
     from irec.config import PlatformConfig
-    from ray_apps.app import platform_serve_config
+    from ray_apps.app import serve_config
 
-    return platform_serve_config(PlatformConfig.load(ROOT / "configs" / "k8s.yaml"))
+    return serve_config({"irec": PlatformConfig.load(ROOT / "configs" / "k8s.yaml").app_args()})

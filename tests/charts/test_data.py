@@ -8,8 +8,8 @@ from feast import FeatureStore
 from feast.cli.cli import cli as feast_cli
 from typer.testing import CliRunner
 
+from features.config import FEATURE_REPO_DIR
 from irec.cli import app as irec_cli
-from irec.config import FEATURE_REPO_DIR
 from irec.k8s.pods import containers
 
 

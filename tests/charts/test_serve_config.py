@@ -7,7 +7,8 @@ from chart_cases import ROOT_VALUES, one
 
 from irec.config import PlatformConfig
 from irec.k8s.render import CHART_DIR, ROOT, merge_values, render
-from ray_apps.config import with_model_tag
+from ray_apps.app import serve_config as build
+from ray_apps.config import AppArgs, ServingConfig, with_model_tag
 
 STALE = "stale: run `make chart-config`"
 
@@ -58,9 +59,55 @@ def test_cluster_preset_autoscales_every_stage_on_redis(builder_output):
     cfg = PlatformConfig.load(ROOT / "configs" / "k8s.yaml")
     assert cfg.features.online_store == "redis" and cfg.serving.clock == "wall"
     app = builder_output["applications"][0]
-    assert app["args"]["feature_repo"] == "/data/features"
+    assert app["args"]["features"]["repo_path"] == "/data/features"
     for deployment in app["deployments"]:
         assert "num_replicas" not in deployment, deployment["name"]
         scaling = deployment["autoscaling_config"]
         assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"], deployment["name"]
         assert deployment["ray_actor_options"]["num_cpus"] > 0.25
+
+
+# Changes a user makes through `serving.app`, zeros and a switch from autoscaling to a fixed
+# replica count included (Helm's mergeOverwrite would drop the zeros).
+APP = {"clock": 1_700_000_000, "request_timeout_s": 4.0,
+       "ingress": {"default_n": 20},
+       "retrieval": {"k": 50, "threads": 2},
+       "intent": {"query_weight": 0.25},
+       "ranking": {"weights": {"popularity": 0.0, "like": 0.7}, "explain_top": 0},
+       "deployments": {"Ranking": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 2}},
+                       "Ingress": {"max_queued_requests": 8}}}
+
+
+def test_app_values_change_the_serve_config_as_the_builder_would(builder_output):
+    """`serving.app` is the platform config's serving section: the rendered serveConfigV2 is
+    the builder's output for configs/k8s.yaml with the same serving changes (args apart: the
+    chart leaves them as built, so Serve reconfigures instead of redeploying)."""
+    rendered = serve_config(render(merge_values(ROOT_VALUES, {"serving": {"app": APP}})))
+    cfg = PlatformConfig.load(ROOT / "configs" / "k8s.yaml")
+    serving = cfg.serving.model_dump()
+    for key, value in APP.items():
+        if key == "deployments":
+            for stage, change in value.items():
+                placed = serving["deployments"][stage]
+                if "num_replicas" in change:
+                    placed.pop("autoscaling_config")
+                for option, setting in change.items():
+                    if isinstance(setting, dict):
+                        placed[option].update(setting)
+                    else:
+                        placed[option] = setting
+        elif isinstance(value, dict):
+            for knob, setting in value.items():
+                if isinstance(setting, dict):
+                    serving[key][knob].update(setting)
+                else:
+                    serving[key][knob] = setting
+        else:
+            serving[key] = value
+    changed = AppArgs(features=cfg.features, serving=ServingConfig.model_validate(serving))
+    expected = build({"irec": changed})
+    expected["applications"][0]["args"] = builder_output["applications"][0]["args"]
+    assert rendered == expected
+    ranking = {d["name"]: d for d in rendered["applications"][0]["deployments"]}["Ranking"]
+    assert ranking["user_config"]["weights"]["popularity"] == 0.0
+    assert ranking["num_replicas"] == 3 and "autoscaling_config" not in ranking

@@ -78,12 +78,12 @@ def test_gcs_fault_tolerance_uses_redis_with_a_secret_reference(rendered):
         assert secret["name"] == case_values(case)["redis"]["auth"]["existingSecret"]
 
 
-def test_retraining_runs_the_training_module_on_the_chart_config(rendered):
+def test_retraining_runs_the_training_pipeline_on_the_chart_config(rendered):
     objects = rendered["production"]
     cron = one(objects, "RayCronJob")["spec"]
     assert (cron["schedule"], cron["timeZone"]) == ("0 2 * * *", "Europe/Berlin")
     job = cron["jobTemplate"]
-    assert job["entrypoint"] == ("python -m training.train --config /etc/irec/platform.yaml "
+    assert job["entrypoint"] == ("python -m irec.pipeline --config /etc/irec/platform.yaml "
                                  "--margin 0.002")
     assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"],
             job["backoffLimit"]) == (True, 3600, 1)
@@ -96,7 +96,7 @@ def test_retraining_runs_the_training_module_on_the_chart_config(rendered):
 
 
 def test_training_entrypoint_parses(capsys):
-    from training.train import main
+    from irec.pipeline import main
 
     with pytest.raises(SystemExit) as done:
         main(["--help"])

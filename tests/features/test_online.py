@@ -11,8 +11,11 @@ import pytest
 from feast import FeatureService, FeatureStore, FeatureView, Field
 from feast.types import Array, Int32
 
+from data.config import IngestConfig
+from data.ingest import ingest
 from feature_repo.definitions import user, user_decay, user_history_fv
 from features.build import build
+from features.config import FEATURE_REPO_DIR, FeatureConfig
 from features.store import (
     apply,
     materialize,
@@ -20,8 +23,6 @@ from features.store import (
     open_store,
     schema_hash,
 )
-from irec.config import FEATURE_REPO_DIR, FeatureConfig, IngestConfig
-from training.data.ingest import ingest
 
 QUIET = {"log": lambda _: None}
 USER_REFS = ["user_history:hist_item_ids", "user_history:hist_ratings",

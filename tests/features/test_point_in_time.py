@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data.config import IngestConfig
+from data.ingest import ingest
 from feature_repo.definitions import BEHAVIOUR_TTL
 from features.build import build
+from features.config import FeatureConfig
 from features.store import apply, open_store, training_set
-from irec.config import FeatureConfig, IngestConfig
-from training.data.ingest import ingest
 
 N = 3
 DAY = 86_400

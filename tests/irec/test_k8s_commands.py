@@ -37,9 +37,9 @@ def documents(output: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def builder_output() -> dict:
-    from ray_apps.app import platform_serve_config
+    from ray_apps.app import serve_config
 
-    return platform_serve_config(PlatformConfig.load(ROOT / "configs" / "k8s.yaml"))
+    return serve_config({"irec": PlatformConfig.load(ROOT / "configs" / "k8s.yaml").app_args()})
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu", "existing-redis", "production"])
@@ -74,7 +74,7 @@ def test_retrain_submit_dry_run_is_the_scheduled_runs_spec_under_its_own_name():
     [job] = documents(result.stdout)
     assert validate([job]) == []
     assert job["kind"] == "RayJob" and job["metadata"]["name"] == "nightly-7"
-    assert "python -m training.train --config" in job["spec"]["entrypoint"]
+    assert "python -m irec.pipeline --config" in job["spec"]["entrypoint"]
     cron = next(o for o in render(profile_values("production")) if o["kind"] == "RayCronJob")
     assert job["spec"] == cron["spec"]["jobTemplate"]
 

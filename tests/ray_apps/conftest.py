@@ -12,7 +12,7 @@ import socket
 import pandas as pd
 import pytest
 
-from ray_apps.config import STAGES, AppArgs, DeploymentKnobs, RetrievalKnobs
+from ray_apps.config import STAGES, AppArgs, DeploymentConfig, ServingConfig
 from serving import package
 
 
@@ -45,12 +45,11 @@ def model_tag(untrained) -> str:
 
 
 @pytest.fixture(scope="session")
-def app_args(ml100k_workspace, model_tag, dataset_end) -> AppArgs:
-    small = DeploymentKnobs(num_cpus=0.1)
-    return AppArgs(
-        model_tag=model_tag, feature_repo=str(ml100k_workspace.repo_path),
-        retrieval=RetrievalKnobs(model_tag=model_tag, as_of=dataset_end),
-        deployments={s: small for s in STAGES})
+def app_args(ml100k_workspace, model_tag) -> AppArgs:
+    small = DeploymentConfig(ray_actor_options={"num_cpus": 0.1})
+    return AppArgs(features=ml100k_workspace, serving=ServingConfig(
+        model_tag=model_tag, clock="dataset_end", http_port=_free_port(),
+        grpc_port=_free_port(), deployments={s: small for s in STAGES}))
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +59,7 @@ def served(ray_cluster, app_args):
 
     from ray_apps.app import start
 
-    http, grpc_port = _free_port(), _free_port()
-    start(app_args, http_port=http, grpc_port=grpc_port)
-    yield f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
+    start(app_args)
+    serving = app_args.serving
+    yield f"http://127.0.0.1:{serving.http_port}", f"127.0.0.1:{serving.grpc_port}"
     serve.shutdown()

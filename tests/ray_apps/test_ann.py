@@ -75,11 +75,11 @@ def test_retrieval_uses_the_index_above_the_threshold(ml100k_workspace, app_args
     when it scans every cell, and seen items stay out."""
 
     async def retrieve(min_items: int) -> tuple[list, object]:
-        stage = Retrieval.func_or_class(feature_repo=str(ml100k_workspace.repo_path),
-                                        online_store=app_args.online_store, threads=1)
-        knobs = app_args.retrieval.model_copy(update={"ann_min_items": min_items,
-                                                      "ann_nprobe": 65_536})
-        await stage.reconfigure(knobs.model_dump())
+        stage = Retrieval.func_or_class(app_args.features)
+        retrieval = app_args.serving.retrieval.model_copy(
+            update={"ann_min_items": min_items, "ann_nprobe": 65_536})
+        serving = app_args.serving.model_copy(update={"retrieval": retrieval})
+        await stage.reconfigure(serving.user_config("Retrieval"))
         unbatched = Retrieval.func_or_class.retrieve.__wrapped__
         got = await unbatched(stage, [Query(user_id=u) for u in USERS])
         return got, stage.models.cached()

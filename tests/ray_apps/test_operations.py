@@ -14,15 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from ray_apps.app import CONTROLLER_ENV, REPLICA_ENV, apply, deploy, preflight, serve_config
 from ray_apps.client import GRPCClient, HTTPClient
-from ray_apps.config import (
-    STAGES,
-    AppArgs,
-    DeploymentKnobs,
-    IntentKnobs,
-    RankingKnobs,
-    RetrievalKnobs,
-    with_model_tag,
-)
+from ray_apps.config import STAGES, AppArgs, Clock, DeploymentConfig, with_model_tag
 from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest
 from serving import recommend_pb2 as pb
@@ -34,17 +26,17 @@ def _redeploy(args: AppArgs) -> None:
     deploy({"irec": args})
 
 
-def _with(args: AppArgs, tag: str | None = None, as_of: int | None = None) -> AppArgs:
-    tag = tag or args.model_tag
-    as_of = args.retrieval.as_of if as_of is None else as_of
-    return args.model_copy(update={
-        "model_tag": tag, "retrieval": RetrievalKnobs(model_tag=tag, as_of=as_of),
-        "intent": IntentKnobs(model_tag=tag), "ranking": RankingKnobs(model_tag=tag)})
+def _with(args: AppArgs, tag: str | None = None, clock: Clock | None = None,
+          deployments: dict | None = None) -> AppArgs:
+    """``args`` serving another model, clock or placement."""
+    change = {"model_tag": tag, "clock": clock, "deployments": deployments}
+    serving = args.serving.model_copy(update={k: v for k, v in change.items() if v is not None})
+    return args.model_copy(update={"serving": serving})
 
 
 def test_expired_features_fall_back_to_popularity_within_intent(served, app_args, dataset_end):
     """Past the 365-day TTL of user_history, a known user is served the cold-start path."""
-    _redeploy(_with(app_args, as_of=dataset_end + 400 * 86_400))
+    _redeploy(_with(app_args, clock=dataset_end + 400 * 86_400))
     try:
         client = HTTPClient(served[0])
         cold = client.recommend(RecommendRequest(user_id=42, n=10))
@@ -89,7 +81,7 @@ def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrai
         worker.join()
         apply(config)
     assert not failures, failures[:3]
-    assert seen[0] == app_args.model_tag and set(seen[-10:]) == {new_tag}
+    assert seen[0] == app_args.serving.model_tag and set(seen[-10:]) == {new_tag}
     swaps = sum(a != b for a, b in zip(seen, seen[1:], strict=False))
     assert swaps == 1, "a request mixed or flapped between model versions"
 
@@ -98,9 +90,8 @@ def test_contract_mismatch_refuses_to_start(served, app_args, untrained):
     _, _, _, hashes = untrained
     wrong = {name: "0" * 64 for name in hashes}
     bad_tag = save_model(untrained, services=wrong)
-    bad = _with(app_args, tag=bad_tag).model_copy(update={"deployments": {
-        s: DeploymentKnobs(num_cpus=0.1, max_constructor_retry_count=1)
-        for s in STAGES}})
+    bad = _with(app_args, tag=bad_tag, deployments={s: DeploymentConfig(
+        ray_actor_options={"num_cpus": 0.1}, max_constructor_retry_count=1) for s in STAGES})
     with pytest.raises(ContractError, match="refusing to start"):
         preflight(bad)
     with pytest.raises(RuntimeError, match="refusing to start"):
@@ -109,9 +100,9 @@ def test_contract_mismatch_refuses_to_start(served, app_args, untrained):
 
 
 def test_overload_gets_503_and_resource_exhausted(served, app_args):
-    tight = app_args.model_copy(update={"deployments": {
-        **app_args.deployments,
-        "Ingress": DeploymentKnobs(num_cpus=0.1, max_ongoing_requests=1, max_queued_requests=1)}})
+    ingress = DeploymentConfig(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=1,
+                               max_queued_requests=1)
+    tight = _with(app_args, deployments={**app_args.serving.deployments, "Ingress": ingress})
     deploy({"irec": app_args, "tight": tight})
     body = {"user_id": 42, "n": 10, "query": "an adventure in space"}
     try:
@@ -143,10 +134,9 @@ def test_serve_config_is_the_builders_output(app_args):
     assert application["import_path"] == "ray_apps.app:build_app"
     assert AppArgs.model_validate(application["args"]) == app_args
     by_name = {d["name"]: d for d in application["deployments"]}
-    retrieval, intent, ranking = app_args.knobs()
-    assert by_name["Retrieval"]["user_config"] == retrieval.model_dump()
-    assert by_name["Intent"]["user_config"] == intent.model_dump()
-    assert by_name["Ranking"]["user_config"] == ranking.model_dump()
+    for stage in STAGES:
+        assert by_name[stage]["user_config"] == app_args.serving.user_config(stage), stage
+        assert by_name[stage]["ray_actor_options"]["num_cpus"] == 0.1
     assert by_name["Ingress"]["max_queued_requests"] == 64
     assert config["grpc_options"]["grpc_servicer_functions"] == [
         "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"]

@@ -6,16 +6,10 @@ import pytest
 from ray.train import TrainingFailedError
 
 from irec.config import PlatformConfig
+from tests.training.conftest import fit_preset
 from training.baselines.popularity import evaluate_popularity
 from training.eval.evaluate import evaluate_model
-from training.train import best_checkpoint, fit, load_checkpoint, prepare_data
-
-
-@pytest.fixture(scope="module")
-def tiny(ml100k_workspace):
-    cfg = PlatformConfig.load("configs/tiny.yaml",
-                              {"features.repo_path": str(ml100k_workspace.repo_path)})
-    return cfg, prepare_data(cfg, log=lambda _: None)
+from training.train import best_checkpoint, load_checkpoint
 
 
 def _with(cfg: PlatformConfig, tmp_path, name: str, **training) -> PlatformConfig:
@@ -25,7 +19,7 @@ def _with(cfg: PlatformConfig, tmp_path, name: str, **training) -> PlatformConfi
 
 def test_tiny_preset_beats_popularity(ray_cluster, tiny, tmp_path):
     cfg, data = tiny
-    result = fit(_with(cfg, tmp_path, "tiny"), data, log=lambda _: None)
+    result = fit_preset(_with(cfg, tmp_path, "tiny"), data)
     model = load_checkpoint(best_checkpoint(result), data)
     mine = evaluate_model(model, data, "test")
     popular = evaluate_popularity(data, "test")
@@ -43,9 +37,9 @@ def _epochs(result) -> list[int]:
 def test_worker_failure_resumes_from_the_last_checkpoint(ray_cluster, tiny, tmp_path):
     cfg, data = tiny
     short = {"epochs": 3, "patience": 10}
-    clean = fit(_with(cfg, tmp_path, "clean", **short), data, log=lambda _: None)
-    failed = fit(_with(cfg, tmp_path, "failed", max_failures=2, inject_failure_at_epoch=2,
-                       **short), data, log=lambda _: None)
+    clean = fit_preset(_with(cfg, tmp_path, "clean", **short), data)
+    failed = fit_preset(_with(cfg, tmp_path, "failed", max_failures=2, inject_failure_at_epoch=2,
+                       **short), data)
     assert (tmp_path / "failed" / "injected_failure.txt").exists()
     # one checkpoint per epoch, none repeated: the restart began at epoch 1's checkpoint + 1
     assert _epochs(failed) == _epochs(clean) == [0, 1, 2]
@@ -57,5 +51,5 @@ def test_worker_failure_resumes_from_the_last_checkpoint(ray_cluster, tiny, tmp_
 def test_without_retries_the_same_failure_fails_the_run(ray_cluster, tiny, tmp_path):
     cfg, data = tiny
     with pytest.raises(TrainingFailedError):
-        fit(_with(cfg, tmp_path, "doomed", max_failures=0, inject_failure_at_epoch=0,
-                  epochs=2), data, log=lambda _: None)
+        fit_preset(_with(cfg, tmp_path, "doomed", max_failures=0, inject_failure_at_epoch=0,
+                  epochs=2), data)

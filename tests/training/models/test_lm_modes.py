@@ -10,30 +10,21 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from irec.config import PlatformConfig, resolve_lm_mode
+from irec.config import PlatformConfig
 from serving import package
+from tests.training.conftest import fit_preset, resolved
 from training.eval.evaluate import evaluate_model
-from training.models.interest import InterestModelConfig
+from training.models.config import InterestModelConfig, ModelConfig
 from training.models.text_tower import resolve_path
 from training.train import (
     best_checkpoint,
     build_model,
-    fit,
     load_checkpoint,
     make_optimizer,
-    model_config,
-    prepare_data,
 )
 
 USERS = 32  # sequences per test batch
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def tiny(ml100k_workspace):
-    cfg = PlatformConfig.load("configs/tiny.yaml",
-                              {"features.repo_path": str(ml100k_workspace.repo_path)})
-    return cfg, prepare_data(cfg, log=lambda _: None)
 
 
 def _config(cfg: PlatformConfig, **model) -> PlatformConfig:
@@ -44,7 +35,7 @@ def _config(cfg: PlatformConfig, **model) -> PlatformConfig:
 def _build(tiny, **model):
     cfg, data = tiny
     lines: list[str] = []
-    mcfg = model_config(_config(cfg, lm_items_per_step=64, **model), data, log=lines.append)
+    mcfg = resolved(_config(cfg, lm_items_per_step=64, **model), data, log=lines.append)
     torch.manual_seed(0)
     return build_model(mcfg, data).train(), lines
 
@@ -82,25 +73,25 @@ def _train(model, batch, steps: int = STEPS) -> None:
 
 def test_auto_resolves_to_lora_on_gpu_and_frozen_on_cpu(tiny):
     cfg, data = tiny
-    assert resolve_lm_mode("auto", use_gpu=True) == "lora"
-    assert resolve_lm_mode("auto", use_gpu=False) == "frozen"
-    assert resolve_lm_mode("finetune", use_gpu=False) == "finetune"
+    assert ModelConfig(lm_mode="auto").resolved_lm_mode(use_gpu=True) == "lora"
+    assert ModelConfig(lm_mode="auto").resolved_lm_mode(use_gpu=False) == "frozen"
+    assert ModelConfig(lm_mode="finetune").resolved_lm_mode(use_gpu=False) == "finetune"
     assert cfg.training.model.lm_mode == "auto"  # the default; the tiny preset leaves it
     for use_gpu, mode in ((False, "frozen"), (True, "lora")):
         gpu = cfg.model_copy(update={"training": cfg.training.model_copy(
             update={"use_gpu": use_gpu})})
         lines: list[str] = []
-        assert model_config(gpu, data, log=lines.append).lm_mode == mode
+        assert resolved(gpu, data, log=lines.append).lm_mode == mode
         assert f"model: lm_mode auto -> {mode} (training.use_gpu={use_gpu})" in lines
     with pytest.raises(ValueError, match="lm_layers=7 > the LM's 6 layers"):
-        model_config(_config(cfg, lm_mode="finetune", lm_layers=7), data, log=lambda _: None)
+        resolved(_config(cfg, lm_mode="finetune", lm_layers=7), data)
 
 
 def test_finetune_trains_the_top_layers_on_frozen_bottom_outputs(tiny, finetune):
     _, data = tiny
     model = copy.deepcopy(finetune)
     tower = model.text_tower
-    path = resolve_path(model.cfg.text_tower.path)
+    path = resolve_path(model.cfg.lm_path)
     lm = AutoModel.from_pretrained(path).eval()
     # the tower holds the LM's top 2 layers, all trainable, and nothing below them
     assert len(tower.layers) == 2
@@ -212,7 +203,7 @@ def test_ray_train_finetune_resumes_bit_identically_and_exports(ray_cluster, tin
 
     def run(name: str, **failure):
         t = short.training.model_copy(update={"run_name": name, **failure})
-        return fit(short.model_copy(update={"training": t}), data, log=lambda _: None)
+        return fit_preset(short.model_copy(update={"training": t}), data)
 
     clean = run("clean")
     failed = run("failed", max_failures=1, inject_failure_at_epoch=1)
@@ -227,7 +218,7 @@ def test_ray_train_finetune_resumes_bit_identically_and_exports(ray_cluster, tin
     with best.as_directory() as directory:
         state = torch.load(f"{directory}/train_state.pt", weights_only=False)
         saved = InterestModelConfig.load(directory)
-    assert saved.lm_mode == "finetune" and saved.text_tower.path is None
+    assert saved.lm_mode == "finetune" and saved.lm_path is None
     assert "text_tower.layers.0.output.dense.weight" in state["model"]
     model = load_checkpoint(best, data)
     tuned = evaluate_model(model, data, "test")

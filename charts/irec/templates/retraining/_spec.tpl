@@ -1,6 +1,6 @@
 {{/*
 The RayJob spec of a retraining run, shared by the one-off RayJob and the RayCronJob's
-jobTemplate: `python -m training.train` with the platform config of the ConfigMap (the k8s
+jobTemplate: `python -m irec.pipeline` with the platform config of the ConfigMap (the k8s
 preset plus retraining.training). It trains with Ray Train on the worker group, evaluates,
 saves the model in the BentoML store on the model volume and promotes it if it beats the
 champion; in objectStore mode the new model is then exported for the serving pods.
@@ -8,7 +8,7 @@ champion; in objectStore mode the new model is then exported for the serving pod
 {{- define "irec.retrainingSpec" -}}
 {{- $r := .Values.retraining -}}
 {{- $paths := fromYaml (include "irec.mountPaths" .) -}}
-{{- $entrypoint := printf "python -m training.train --config %s/platform.yaml --margin %v" $paths.config $r.margin -}}
+{{- $entrypoint := printf "python -m irec.pipeline --config %s/platform.yaml --margin %v" $paths.config $r.margin -}}
 {{- if eq .Values.modelStore.mode "objectStore" -}}
 {{- $entrypoint = printf "%s && bentoml models export interest:latest %s/" $entrypoint (trimSuffix "/" .Values.modelStore.objectStore.url) -}}
 {{- end -}}

@@ -27,15 +27,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from irec.config import IngestConfig
-from training.data import movielens
-from training.data.readers import (
+from data import movielens
+from data.config import IngestConfig
+from data.readers import (
     MOVIELENS_FILES,
     read_generic,
     read_movielens_100k,
     read_sasrec,
 )
-from training.data.schema import (
+from data.schema import (
     ARROW_SCHEMAS,
     EVENT_COLUMNS,
     ITEM_COLUMNS,

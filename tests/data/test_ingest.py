@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from irec.config import IngestConfig
-from training.data import IngestError, ingest, movielens
+from data import IngestError, ingest, movielens
+from data.config import IngestConfig
 
 QUIET = {"log": lambda _: None}
 

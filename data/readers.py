@@ -4,7 +4,7 @@
 - ``sasrec``: ``<user> <item>`` lines, each user's lines in time order (no ratings, no times).
 - ``generic``: an interactions CSV or parquet (``user_id,item_id[,rating],timestamp``) with
   optional items (``item_id,title[,genres][,text][,year]``) and users files.
-Type checks, ranges and cross-table checks happen in ``training.data.ingest`` for all formats.
+Type checks, ranges and cross-table checks happen in ``data.ingest`` for all formats.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data.schema import IngestError, RawDataset, RawTable, first_bad, require_columns
+from data.schema import IngestError, RawDataset, RawTable, first_bad, require_columns
 
 # Sequence-only data has order but no clock: event k of a user is stamped ORIGIN + k * STEP.
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-01", tz="UTC")

@@ -1,6 +1,6 @@
 """The canonical event/item/user schema, and the error every reader raises on bad input.
 
-Canonical tables (written as parquet by ``training.data.ingest``):
+Canonical tables (written as parquet by ``data.ingest``):
 - events: user_id int64, item_id int64, rating float64 (NaN for implicit data),
   event_timestamp timestamp[us, UTC]; sorted by user, time, then input order.
 - items:  item_id int64, raw_item_id string, title string, genres list<string>, year int64

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from training.data.schema import IngestError
+from data.schema import IngestError
 
 ARCHIVE_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 U_DATA_MD5 = "6e47046882bad158b0efbb84cd5cb987"

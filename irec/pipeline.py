@@ -1,0 +1,150 @@
+"""The training pipeline: train -> evaluate -> baselines -> package -> promote -> report.
+
+Usage::
+
+    python -m irec.pipeline --config configs/tiny.yaml            # embedded Ray, this machine
+    ray job submit --working-dir . -- python -m irec.pipeline --config configs/ml-100k.yaml
+    irec train --config configs/tiny.yaml                         # the same, from the CLI
+
+This is the retraining RayJob's entrypoint on Kubernetes. Each step is one function over the
+platform config's sections; ``run`` composes them. Training and its evaluation come from the
+training layer (``training.train``, ``training.eval``, ``training.baselines``), packaging and
+promotion from the packaging layer (``serving.package``); this module sits above both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from data.ingest import read_manifest
+from features.store import open_store, schema_hash
+from irec.config import PlatformConfig
+from serving import package
+from training import report as reports
+from training.baselines.mf import evaluate_biased_mf, evaluate_bpr
+from training.baselines.popularity import evaluate_popularity
+from training.data.sequences import SequenceData
+from training.eval.evaluate import evaluate_model
+from training.models.interest import InterestTransformer
+from training.train import best_checkpoint, fit, load_checkpoint, model_config, prepare_data
+
+Log = Callable[[str], None]
+FEATURE_SERVICES = ("retrieval_v1", "ranking_v1")
+
+
+@dataclass
+class Trained:
+    """The outcome of the train step: the best checkpoint's model and every epoch's metrics."""
+
+    model: InterestTransformer
+    validation: dict[str, float]  # the best epoch's reported metrics
+    epochs: list[dict]  # the metrics of every kept checkpoint
+
+
+def train(cfg: PlatformConfig, data: SequenceData, log: Log) -> Trained:
+    """Fine-tune with Ray Train; the best checkpoint by validation NDCG@10."""
+    mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, log)
+    result = fit(cfg.training, mcfg, data)
+    best = best_checkpoint(result)
+    with best.as_directory() as directory:
+        validation = json.loads((Path(directory) / "metrics.json").read_text())
+    return Trained(model=load_checkpoint(best, data), validation=validation,
+                   epochs=[metrics for _, metrics in result.best_checkpoints])
+
+
+def evaluate(trained: Trained, data: SequenceData) -> dict[str, float]:
+    """The model's test metrics (leave-one-out, full ranking)."""
+    return evaluate_model(trained.model, data, "test")
+
+
+def baselines(cfg: PlatformConfig, data: SequenceData, log: Log) -> dict[str, dict[str, float]]:
+    """Test metrics of the same-run peers: popularity, BPR-MF, biased MF and the ablations."""
+    seed = cfg.training.seed
+    table = {"popularity": evaluate_popularity(data, "test"),
+             "BPR-MF": evaluate_bpr(data, seed=seed)}
+    if data.has_ratings:
+        table["biased MF"] = evaluate_biased_mf(data, seed=seed)
+    for ablation in cfg.training.ablations:
+        log(f"train: ablation {ablation}")
+        variant = _ablation(cfg, ablation)
+        table[f"transformer ({ablation.replace('_', ' ')})"] = evaluate(
+            train(variant, data, log), data)
+    return table
+
+
+def _ablation(cfg: PlatformConfig, name: str) -> PlatformConfig:
+    t = cfg.training
+    change = {"ids_only": {"lm_mode": "none"}, "no_time": {"use_time": False}}[name]
+    return cfg.model_copy(update={"training": t.model_copy(update={
+        "model": t.model.model_copy(update=change), "run_name": f"{t.run_name}-{name}",
+        "ablations": []})})
+
+
+def package_model(cfg: PlatformConfig, trained: Trained, data: SequenceData,
+                  test: dict[str, float], log: Log) -> str:
+    """Save the model (frozen LM mode) with its contract in the BentoML store; its tag."""
+    features = cfg.features
+    store = open_store(features)
+    items = pd.read_parquet(features.data_dir / "items.parquet")
+    return package.save(
+        trained.model.export_frozen(), items,
+        metrics={**trained.validation, **{f"test_{k}": v for k, v in test.items()}},
+        dataset_fingerprint=read_manifest(features.data_dir)["fingerprint"],
+        feature_services={s: schema_hash(store, s) for s in FEATURE_SERVICES},
+        genre_names=data.genre_names, log=log)
+
+
+def promote(tag: str, margin: float, log: Log) -> package.Verdict:
+    """Make ``tag`` the champion if it beats the current one by ``margin``."""
+    verdict = package.promote(tag, margin)
+    log(f"promote: {verdict.message}")
+    return verdict
+
+
+def write_report(cfg: PlatformConfig, summary: dict, trained: Trained, log: Log) -> Path:
+    """report.json, report.md and curves.png in the run folder; prints the table."""
+    out = Path(cfg.training.storage_path) / cfg.training.run_name
+    reports.write(out, summary, trained.epochs)
+    log(reports.markdown_table(summary["test"]))
+    return out
+
+
+def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0) -> dict:
+    """The whole pipeline; returns the report (model tag, champion verdict, tables)."""
+    import ray
+
+    if not ray.is_initialized():  # under `ray job submit` this joins the job's cluster
+        ray.init(configure_logging=False)
+    started = time.perf_counter()
+    data = prepare_data(cfg.features, log)
+    trained = train(cfg, data, log)
+    test = evaluate(trained, data)
+    table = {"interest transformer": test, **baselines(cfg, data, log)}
+    tag = package_model(cfg, trained, data, test, log)
+    verdict = promote(tag, margin, log)
+    summary = {"model": tag, "champion": verdict.promoted, "test": table,
+               "validation": trained.validation,
+               "seconds": round(time.perf_counter() - started, 1)}
+    out = write_report(cfg, summary, trained, log)
+    log(f"train: done in {summary['seconds']}s; report in {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="validation NDCG@10 gain needed to replace the champion")
+    args = parser.parse_args(argv)
+    run(PlatformConfig.load(args.config), margin=args.margin)
+
+
+if __name__ == "__main__":
+    main()

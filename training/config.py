@@ -1,0 +1,38 @@
+"""The training section of the platform config: the Ray Train run and the model it trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from data.config import StrictModel
+from training.models.config import ModelConfig
+
+
+class TrainingConfig(StrictModel):
+    """Ray Train run: workers, schedule, checkpoints, failure recovery."""
+
+    model: ModelConfig = ModelConfig()
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    # Learning rate of the trained LM parameters (lm_mode finetune/lora).
+    lm_lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # Stop when validation NDCG@10 has not improved for this many epochs.
+    patience: int = Field(5, ge=1)
+    seed: int = 0
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    # Local folder or s3://, gs:// URI for checkpoints and results.
+    storage_path: str = str(Path.home() / "irec-runs")
+    run_name: str = "interest"
+    max_failures: int = Field(0, ge=-1)
+    # Same-run comparisons in the report: transformer variants trained with the same budget.
+    # ids_only: no LM text tower (SASRec-style); no_time: no time-gap features or decay.
+    ablations: list[Literal["ids_only", "no_time"]] = ["ids_only", "no_time"]
+    # Chaos testing: the first attempt of this epoch raises in the worker (never in presets).
+    inject_failure_at_epoch: int | None = None
