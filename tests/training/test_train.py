@@ -6,10 +6,11 @@ import pytest
 from ray.train import TrainingFailedError
 
 from irec.config import PlatformConfig
-from tests.training.conftest import fit_preset
+from tests.training.conftest import fit_preset, resolved
 from training.baselines.popularity import evaluate_popularity
 from training.eval.evaluate import evaluate_model
-from training.train import best_checkpoint, load_checkpoint
+from training.models.config import InterestModelConfig, LossWeights, ModelConfig
+from training.train import best_checkpoint, build_model, load_checkpoint
 
 
 def _with(cfg: PlatformConfig, tmp_path, name: str, **training) -> PlatformConfig:
@@ -53,3 +54,20 @@ def test_without_retries_the_same_failure_fails_the_run(ray_cluster, tiny, tmp_p
     with pytest.raises(TrainingFailedError):
         fit_preset(_with(cfg, tmp_path, "doomed", max_failures=0, inject_failure_at_epoch=0,
                   epochs=2), data)
+
+
+def test_the_presets_model_section_is_the_models_config(tiny, tmp_path):
+    """Every field of training.model reaches the model as set (no copied defaults between a
+    preset model and the trained one), and the config round-trips through config.json."""
+    cfg, data = tiny
+    model = cfg.training.model.model_copy(update={
+        "like_threshold": 3.5, "time_buckets": 12, "loss_weights": LossWeights(intent=0.0)})
+    changed = cfg.model_copy(update={"training": cfg.training.model_copy(
+        update={"model": model})})
+    mcfg = resolved(changed, data)
+    assert (mcfg.like_threshold, mcfg.time_buckets, mcfg.loss_weights.intent) == (3.5, 12, 0.0)
+    assert {k: getattr(mcfg, k) for k in ModelConfig.model_fields if k != "lm_mode"} == {
+        k: getattr(model, k) for k in ModelConfig.model_fields if k != "lm_mode"}
+    assert build_model(mcfg, data).gap_emb.num_embeddings == 12 + 1
+    mcfg.save(tmp_path)
+    assert InterestModelConfig.load(tmp_path) == mcfg
