@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from irec.cli import app
 from serving import package
+from tests.helpers import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 runner = CliRunner()
 
 
@@ -27,7 +19,7 @@ def test_readme_quick_start_runs_the_pipeline(tmp_path, datasets):
     """`make run`: ingest -> features -> train -> package -> serve -> recommendations."""
     readme = (ROOT / "README.md").read_text()
     assert "make setup" in readme and "make run" in readme and "make test" in readme
-    ports = f"--http-port {_free_port()} --grpc-port {_free_port()}"
+    ports = f"--http-port {free_port()} --grpc-port {free_port()}"
     done = subprocess.run(
         ["make", "run", f"ARGS=--repo-path {tmp_path} --user 1 --user 942 --exit-after-demo "
                         f"{ports}"],

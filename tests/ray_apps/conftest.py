@@ -7,19 +7,13 @@ serving clock is pinned to the end of ML-100K (1998), so users are within the fe
 from __future__ import annotations
 
 import copy
-import socket
 
 import pandas as pd
 import pytest
 
 from ray_apps.config import STAGES, AppArgs, DeploymentKnobs, RetrievalKnobs
 from serving import package
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port
 
 
 def save_model(untrained, seed_offset: float = 0.0, services: dict | None = None) -> str:
@@ -60,7 +54,7 @@ def served(ray_cluster, app_args):
 
     from ray_apps.app import start
 
-    http, grpc_port = _free_port(), _free_port()
+    http, grpc_port = free_port(), free_port()
     start(app_args, http_port=http, grpc_port=grpc_port)
     yield f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
     serve.shutdown()

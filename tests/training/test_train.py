@@ -8,14 +8,7 @@ from ray.train import TrainingFailedError
 from irec.config import PlatformConfig
 from training.baselines.popularity import evaluate_popularity
 from training.eval.evaluate import evaluate_model
-from training.train import best_checkpoint, fit, load_checkpoint, prepare_data
-
-
-@pytest.fixture(scope="module")
-def tiny(ml100k_workspace):
-    cfg = PlatformConfig.load("configs/tiny.yaml",
-                              {"features.repo_path": str(ml100k_workspace.repo_path)})
-    return cfg, prepare_data(cfg, log=lambda _: None)
+from training.train import best_checkpoint, fit, load_checkpoint
 
 
 def _with(cfg: PlatformConfig, tmp_path, name: str, **training) -> PlatformConfig:

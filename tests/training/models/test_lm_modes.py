@@ -22,18 +22,10 @@ from training.train import (
     load_checkpoint,
     make_optimizer,
     model_config,
-    prepare_data,
 )
 
 USERS = 32  # sequences per test batch
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def tiny(ml100k_workspace):
-    cfg = PlatformConfig.load("configs/tiny.yaml",
-                              {"features.repo_path": str(ml100k_workspace.repo_path)})
-    return cfg, prepare_data(cfg, log=lambda _: None)
 
 
 def _config(cfg: PlatformConfig, **model) -> PlatformConfig:
