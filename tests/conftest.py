@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,6 @@ from tests.helpers import ROOT, free_port, wait_until
 
 DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 # A private BentoML model store for the whole session (read by BentoML when first used).
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="irec-bentoml-")
 
