@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -23,11 +20,10 @@ import torch
 from data.config import IngestConfig
 from features.config import FeatureConfig
 from irec.config import PlatformConfig
+from tests.helpers import ROOT, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("IREC_DATASETS", ROOT.parent / "shared" / "datasets"))
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 # A private BentoML model store for the whole session (read by BentoML when first used).
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="irec-bentoml-")
 
@@ -40,34 +36,29 @@ def datasets() -> Path:
     return DATASETS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on 127.0.0.1:<free port>; yields its connection string."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed: run `make setup`"
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp_path_factory.mktemp("redis"))],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"redis-server exited with {proc.returncode}"
+        return client.ping()
+
+    try:
+        wait_until(answers, 10, f"redis-server to answer PING on port {port}",
+                   ignore=(redis.ConnectionError,))
+    except BaseException:
+        proc.kill()
+        raise
     connection = f"127.0.0.1:{port}"
     previous = os.environ.get("REDIS_CONNECTION_STRING")
     os.environ["REDIS_CONNECTION_STRING"] = connection

@@ -59,9 +59,12 @@ def test_feature_server_runs_feast_serve_on_the_shared_registry(rendered):
     assert deployment["spec"]["replicas"] == 3
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     args = container["command"][1:]
-    context = feast_cli.make_context("feast", list(args))
-    name, serve, rest = feast_cli.resolve_command(context, context.protected_args + context.args)
-    params = serve.make_context(name, rest, parent=context).params
+    # feast's own parsers: the group's options, then the subcommand's (split at its name)
+    at = next(i for i, token in enumerate(args) if token in feast_cli.commands)
+    context = feast_cli.make_context("feast", args[:at])
+    name = args[at]
+    params = feast_cli.get_command(context, name).make_context(
+        name, args[at + 1:], parent=context).params
     assert (name, params["host"], params["port"]) == ("serve", "0.0.0.0", 6566)
     assert context.params["chdir"] == "/data/features"
     assert context.params["feature_store_yaml"] == "/etc/irec/feature_store.yaml"

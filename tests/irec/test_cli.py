@@ -1,11 +1,11 @@
-"""The command line: the README quick start, feature commands, and clean errors."""
+"""The command line: feature commands, training and promotion, and clean errors.
+
+The README quick start (`make run`, the `irec run` command) is tests/test_readme.py.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
@@ -13,36 +13,7 @@ from typer.testing import CliRunner
 from irec.cli import app
 from serving import package
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 runner = CliRunner()
-
-
-def test_readme_quick_start_runs_the_pipeline(tmp_path, datasets):
-    """`make run`: ingest -> features -> train -> package -> serve -> recommendations."""
-    readme = (ROOT / "README.md").read_text()
-    assert "make setup" in readme and "make run" in readme and "make test" in readme
-    ports = f"--http-port {_free_port()} --grpc-port {_free_port()}"
-    done = subprocess.run(
-        ["make", "run", f"ARGS=--repo-path {tmp_path} --user 1 --user 942 --exit-after-demo "
-                        f"{ports}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
-    assert "[7/7] recommend" in out and "done in" in out
-    assert "user 1:" in out and "user 942:" in out and "asking for 'a funny comedy'" in out
-    tables = [line for line in out.splitlines() if line[:2].strip().isdigit()]
-    assert len(tables) == 15  # 5 recommendations for each of the three demo requests
-    assert "Comedy" in out.split("asking for 'a funny comedy'")[1].split("\n")[2]
-    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
-    assert manifest["counts"]["events"] == 100_000
-    assert (tmp_path / "data" / "online_store.db").stat().st_size > 0
 
 
 def test_feature_commands_on_a_workspace(ml100k_workspace, tmp_path):

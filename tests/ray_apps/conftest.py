@@ -7,19 +7,13 @@ serving clock is pinned to the end of ML-100K (1998), so users are within the fe
 from __future__ import annotations
 
 import copy
-import socket
 
 import pandas as pd
 import pytest
 
 from ray_apps.config import STAGES, AppArgs, DeploymentConfig, ServingConfig
 from serving import package
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port
 
 
 def save_model(untrained, seed_offset: float = 0.0, services: dict | None = None) -> str:
@@ -48,8 +42,8 @@ def model_tag(untrained) -> str:
 def app_args(ml100k_workspace, model_tag) -> AppArgs:
     small = DeploymentConfig(ray_actor_options={"num_cpus": 0.1})
     return AppArgs(features=ml100k_workspace, serving=ServingConfig(
-        model_tag=model_tag, clock="dataset_end", http_port=_free_port(),
-        grpc_port=_free_port(), deployments={s: small for s in STAGES}))
+        model_tag=model_tag, clock="dataset_end", http_port=free_port(),
+        grpc_port=free_port(), deployments={s: small for s in STAGES}))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest
 from serving import recommend_pb2 as pb
 from serving import recommend_pb2_grpc as pb_grpc
+from tests.helpers import wait_until
 from tests.ray_apps.conftest import save_model
 
 
@@ -70,16 +71,17 @@ def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrai
     worker.start()
     config = serve_config({"irec": app_args})
     try:
-        while len(seen) < 5 and not failures:
-            stop.wait(0.05)
+        wait_until(lambda: len(seen) >= 5 or failures, 120,
+                   f"5 answers from {app_args.model_tag} before the swap")
         apply(with_model_tag(config, new_tag))
         before = len(seen)
-        while len(seen) < before + 20:
-            stop.wait(0.05)
+        wait_until(lambda: len(seen) >= before + 20 or failures, 300,
+                   f"20 answers after the swap to {new_tag}")
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout=60)  # the request in flight ends within the client's 30 s
         apply(config)
+    assert not worker.is_alive(), "the request stream did not stop within 60 s"
     assert not failures, failures[:3]
     assert seen[0] == app_args.serving.model_tag and set(seen[-10:]) == {new_tag}
     swaps = sum(a != b for a, b in zip(seen, seen[1:], strict=False))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from serving import package
+from tests.helpers import ROOT, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 
@@ -24,23 +22,23 @@ def served(untrained):
     tag = package.save(model, items, metrics={package.SCORE: 0.0}, dataset_fingerprint="0" * 64,
                        feature_services=services, genre_names=data.genre_names,
                        log=lambda _: None)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "IREC_MODEL_TAG": tag}
     proc = subprocess.Popen([BENTOML, "serve", "serving.service:InterestRecommender",
                              "--port", str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "bentoml serve did not start"
-        time.sleep(0.5)
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"bentoml serve exited with {proc.returncode}"
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+    try:
+        wait_until(ready, 120, f"bentoml serve to answer 200 on {url}/readyz", interval_s=0.5,
+                   ignore=(httpx.HTTPError,))
+    except BaseException:
+        proc.kill()
+        raise
     yield url, tag, model
     proc.terminate()
     proc.wait(timeout=20)
