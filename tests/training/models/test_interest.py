@@ -11,8 +11,8 @@ import re
 import pytest
 import torch
 
-from training.models.interest import InterestModelConfig, InterestTransformer
-from training.models.text_tower import TextTowerConfig
+from training.models.config import InterestModelConfig
+from training.models.interest import InterestTransformer
 
 ITEMS, GENRES, TEXT_DIM, MAX_LEN = 40, 4, 8, 12
 DAY = 86_400
@@ -21,7 +21,8 @@ START = 880_000_000  # epoch seconds, inside MovieLens-100K's time span
 
 def _config(text_dim: int) -> InterestModelConfig:
     return InterestModelConfig(num_items=ITEMS, num_genres=GENRES, max_len=MAX_LEN, hidden=16,
-                               layers=2, heads=2, dropout=0.0, text_dim=text_dim)
+                               layers=2, heads=2, dropout=0.0, text_dim=text_dim,
+                               lm_mode="frozen" if text_dim else "none")
 
 
 @pytest.fixture(scope="module", params=["ids only", "frozen text"])
@@ -161,8 +162,7 @@ VALID = {"num_items": 10, "max_len": 8, "hidden": 64, "heads": 2}
     ({"num_items": 0}, ["num_items", "=0", " 1"]),
     ({"num_items": -3}, ["num_items", "=-3"]),
     ({"softmax": "softer"}, ["softmax", "'softer'", "'full' or 'sampled'"]),
-    ({"text_tower": TextTowerConfig(mode="finetune")}, ["'finetune'", "text_dim > 0",
-                                                        "text_dim=0"]),
+    ({"lm_mode": "finetune"}, ["'finetune'", "text_dim > 0", "text_dim=0"]),
 ])
 def test_config_errors_name_the_offending_values(settings, fragments):
     with pytest.raises(ValueError, match=_naming(*fragments)):
