@@ -72,7 +72,7 @@ def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrai
     config = serve_config({"irec": app_args})
     try:
         wait_until(lambda: len(seen) >= 5 or failures, 120,
-                   f"5 answers from {app_args.model_tag} before the swap")
+                   f"5 answers from {app_args.serving.model_tag} before the swap")
         apply(with_model_tag(config, new_tag))
         before = len(seen)
         wait_until(lambda: len(seen) >= before + 20 or failures, 300,
