@@ -171,8 +171,9 @@ def measure_noop(app, label: str, url: str, target: str, users: list[int], total
 def in_process_floor(args, users: list[int], total: int, query: str) -> list[float]:
     """The stages' own code, constructed and called in this process (no Serve)."""
     from ray_apps.intent import Intent
+    from ray_apps.messages import Query
     from ray_apps.ranking import Ranking
-    from ray_apps.retrieval import Query, Retrieval
+    from ray_apps.retrieval import Retrieval
 
     r = Retrieval.func_or_class(args.features)
     i = Intent.func_or_class(args.features)

@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from data.ingest import read_manifest
 from features import tables
@@ -98,8 +97,8 @@ def _embed_items(
         from features.lm import TextEncoder
 
         encoder = TextEncoder(cfg.lm)
-        with tqdm(total=len(todo), desc="embedding item text", unit="item") as bar:
-            vectors = encoder.encode(todo, progress=bar.update)
+        vectors = encoder.encode(todo, progress=_Progress("features: embedding item text",
+                                                          len(todo), "items", log))
         dim = encoder.dim
         log(f"features: embedded {len(todo):,} item texts with {encoder.name} ({dim}-d)")
     else:
@@ -119,6 +118,26 @@ def _embed_items(
     )
     _write(table, path)
     return dim, len(todo)
+
+
+class _Progress:
+    """A line every ``every_s`` seconds with the count, rate and ETA; called with each batch."""
+
+    def __init__(self, what: str, total: int, unit: str, log: Callable[[str], None],
+                 every_s: float = 5.0) -> None:
+        self.what, self.total, self.unit, self.log, self.every_s = what, total, unit, log, every_s
+        self.done = 0
+        self.began = self.last = time.perf_counter()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last < self.every_s or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / (now - self.began)
+        self.log(f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({rate:,.0f} "
+                 f"{self.unit}/s, ETA {(self.total - self.done) / rate:.0f}s)")
 
 
 def _read_build(data: Path) -> dict:

@@ -23,14 +23,18 @@ import typer
 
 from data.schema import IngestError
 from irec.config import PlatformConfig
-from irec.console import fail, load_config
+from irec.console import Commands, fail, load_config, session
+from irec.demo import run_cmd
 from irec.k8s_commands import register as register_k8s_commands
+from irec.serve_commands import VerboseOpt
 from irec.serve_commands import register as register_serve_commands
 
-app = typer.Typer(help="Train and serve transformer models of user interest.", no_args_is_help=True)
+app = typer.Typer(help="Train and serve transformer models of user interest.", no_args_is_help=True,
+                  cls=Commands)
 features_app = typer.Typer(help="Feast feature store: build, apply, materialize, read.",
                            no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.command("run")(run_cmd)
 register_serve_commands(app)
 register_k8s_commands(app)
 
@@ -177,6 +181,7 @@ def train(
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     margin: Annotated[float, typer.Option(help="NDCG@10 gain to replace the champion.")] = 0.0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Fine-tune the interest model with Ray Train, evaluate, package in BentoML, promote."""
     from irec.pipeline import run as run_training
@@ -184,10 +189,11 @@ def train(
     cfg = load_config(config, **{"features.repo_path": repo_path,
                            "training.storage_path": storage_path,
                            "training.num_workers": num_workers, "training.epochs": epochs})
-    try:
-        run_training(cfg, log=typer.echo, margin=margin)
-    except FileNotFoundError as exc:
-        fail(str(exc))
+    with session("train", verbose) as console:
+        try:
+            run_training(cfg, log=console.echo, margin=margin, verbose=verbose)
+        except FileNotFoundError as exc:
+            fail(str(exc))
 
 
 @app.command()
@@ -207,70 +213,3 @@ def promote(
     typer.echo(verdict.message)
     if not verdict.promoted:
         raise typer.Exit(1)
-
-
-@app.command()
-def run(
-    config: ConfigOpt = Path("configs/tiny.yaml"), repo_path: RepoOpt = None,
-    users: Annotated[list[int], typer.Option("--user", help="Users to show.")] = (1, 2, 3),
-    model_tag: Annotated[str | None, typer.Option(
-        help="Serve this stored model instead of training one.")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP port of the app.")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="gRPC port of the app.")] = None,
-    exit_after_demo: Annotated[bool, typer.Option(
-        help="Stop after printing the demo instead of serving until Ctrl-C.")] = False,
-) -> None:
-    """The whole product: ingest -> features -> train -> package -> serve -> recommend."""
-    from data.ingest import ingest as run_ingest
-    from features.build import build
-    from features.store import apply, materialize
-    from irec.pipeline import run as run_training
-    from irec.serve_commands import print_answer, start_serving, wait_for_ctrl_c
-    from ray_apps.client import HTTPClient
-    from ray_apps.schemas import RecommendRequest
-
-    cfg = load_config(config, **{"features.repo_path": repo_path, "serving.model_tag": model_tag,
-                           "serving.http_port": http_port, "serving.grpc_port": grpc_port})
-    started = time.perf_counter()
-    steps = ["ingest", "features build", "feast apply", "materialize",
-             "train + package (Ray Train, BentoML)", "serve (Ray Serve)", "recommend"]
-
-    def step(i: int) -> None:
-        typer.secho(f"[{i + 1}/{len(steps)}] {steps[i]}  ({time.perf_counter() - started:.0f}s)",
-                    bold=True)
-
-    step(0)
-    try:
-        manifest = run_ingest(cfg.ingest, cfg.features.data_dir, log=typer.echo).manifest
-    except IngestError as exc:
-        fail(str(exc))
-    step(1)
-    build(cfg.features, log=typer.echo)
-    step(2)
-    store = _store(cfg)
-    apply(store, log=typer.echo)
-    step(3)
-    materialize(store, log=typer.echo)
-    step(4)
-    if model_tag is None:
-        report = run_training(cfg, log=typer.echo)
-        cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
-            update={"model_tag": report["model"]})})
-    else:
-        typer.echo(f"train: skipped, serving {model_tag}")
-    step(5)
-    http, grpc_target = start_serving(cfg)
-    step(6)
-    client = HTTPClient(http)
-    for user_id in users:
-        typer.secho(f"user {user_id}:", fg="cyan")
-        print_answer(client.recommend(RecommendRequest(user_id=user_id, n=5)))
-    typer.secho(f"user {users[0]} asking for 'a funny comedy':", fg="cyan")
-    print_answer(client.recommend(RecommendRequest(user_id=users[0], n=5,
-                                                   query="a funny comedy")))
-    typer.secho(f"done in {time.perf_counter() - started:.0f}s: {manifest['counts']['events']:,} "
-                f"events, model {cfg.serving.model_tag}; POST {http}/recommend, gRPC "
-                f"{grpc_target} (try `irec recommend --user 42 --query 'space adventure'`)",
-                fg="green")
-    if not exit_after_demo:
-        wait_for_ctrl_c()

@@ -26,6 +26,7 @@ import pandas as pd
 from data.ingest import read_manifest
 from features.store import open_store, schema_hash
 from irec.config import PlatformConfig
+from irec.console import init_ray
 from serving import package
 from training import report as reports
 from training.baselines.mf import evaluate_biased_mf, evaluate_bpr
@@ -51,7 +52,7 @@ class Trained:
 def train(cfg: PlatformConfig, data: SequenceData, log: Log) -> Trained:
     """Fine-tune with Ray Train; the best checkpoint by validation NDCG@10."""
     mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, log)
-    result = fit(cfg.training, mcfg, data)
+    result = fit(cfg.training, mcfg, data, log)
     best = best_checkpoint(result)
     with best.as_directory() as directory:
         validation = json.loads((Path(directory) / "metrics.json").read_text())
@@ -116,12 +117,13 @@ def write_report(cfg: PlatformConfig, summary: dict, trained: Trained, log: Log)
     return out
 
 
-def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0) -> dict:
-    """The whole pipeline; returns the report (model tag, champion verdict, tables)."""
-    import ray
+def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
+        verbose: bool = False) -> dict:
+    """The whole pipeline; returns the report (model tag, champion verdict, tables).
 
-    if not ray.is_initialized():  # under `ray job submit` this joins the job's cluster
-        ray.init(configure_logging=False)
+    ``verbose``: Ray forwards its workers' own output here (see ``irec.console.init_ray``).
+    """
+    init_ray(verbose)
     started = time.perf_counter()
     data = prepare_data(cfg.features, log)
     trained = train(cfg, data, log)
@@ -142,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--margin", type=float, default=0.0,
                         help="validation NDCG@10 gain needed to replace the champion")
+    parser.add_argument("--verbose", action="store_true",
+                        help="forward the Ray workers' own output to this log")
     args = parser.parse_args(argv)
-    run(PlatformConfig.load(args.config), margin=args.margin)
+    run(PlatformConfig.load(args.config), margin=args.margin, verbose=args.verbose)
 
 
 if __name__ == "__main__":

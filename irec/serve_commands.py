@@ -11,30 +11,29 @@ import typer
 import yaml
 
 from irec.config import PlatformConfig
-from irec.console import fail, load_config
+from irec.console import Console, fail, init_ray, load_config, session
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 TagOpt = Annotated[str | None, typer.Option(help="BentoML model tag, or 'champion'.")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="Show Ray's and the libraries' logs here, not only in the log file.")]
 
 
 def _config(config: Path | None, model_tag: str | None) -> PlatformConfig:
     return load_config(config, **{"serving.model_tag": model_tag})
 
 
-def start_serving(cfg: PlatformConfig, log=typer.echo) -> tuple[str, str]:
+def start_serving(cfg: PlatformConfig, console: Console) -> tuple[str, str]:
     """Start Ray (if needed) and the app; returns (http url, grpc target)."""
     import bentoml
-    import ray
 
     from ray_apps.app import start
     from ray_apps.models import ContractError
 
     args = cfg.app_args()
     s = cfg.serving
-    if not ray.is_initialized():
-        ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
-    log(f"serve: starting {s.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port}; "
-        "loading the model and the LM takes ~30 s)")
+    init_ray(console.verbose)
+    console.echo(f"serve: starting {s.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port})")
     try:
         start(args)
     except (ContractError, LookupError, bentoml.exceptions.NotFound) as exc:
@@ -54,13 +53,15 @@ def wait_for_ctrl_c(log=typer.echo) -> None:
     serve.shutdown()
 
 
-def serve_cmd(config: ConfigOpt = Path("configs/tiny.yaml"), model_tag: TagOpt = None) -> None:
+def serve_cmd(config: ConfigOpt = Path("configs/tiny.yaml"), model_tag: TagOpt = None,
+              verbose: VerboseOpt = False) -> None:
     """Serve the recommendation pipeline over HTTP and gRPC until Ctrl-C."""
     cfg = _config(config, model_tag)
-    http, grpc_target = start_serving(cfg)
-    typer.echo(f"serve: POST {http}/recommend  (docs {http}/docs), gRPC {grpc_target} "
-               "irec.v1.Recommender")
-    wait_for_ctrl_c()
+    with session("serve", verbose) as console:
+        http, grpc_target = start_serving(cfg, console)
+        console.echo(f"serve: POST {http}/recommend  (docs {http}/docs), gRPC {grpc_target} "
+                     "irec.v1.Recommender")
+        wait_for_ctrl_c(console.echo)
 
 
 def serve_config_cmd(

@@ -25,7 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
 from ray_apps.config import IngressUserConfig
-from ray_apps.retrieval import Query
+from ray_apps.messages import Query
 from ray_apps.schemas import (
     MAX_BODY_BYTES,
     Health,

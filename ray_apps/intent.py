@@ -17,24 +17,14 @@ import time
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from ray import serve
 
 from features.config import FeatureConfig
 from features.lm import TextEncoder
 from features.store import open_store
 from ray_apps.config import IntentUserConfig
+from ray_apps.messages import QueryIntent
 from ray_apps.models import ModelCache, ServingModel, item_text
-
-
-class QueryIntent(BaseModel):
-    model: str = ""  # tag of the model whose genres the distribution is over
-    error: dict | None = None  # {"status", "field", "message"} for a bad request
-    genres: list[str] = []
-    intent: list[float] = []  # (G,) the query's distribution over genres
-    vector: list[float] = []  # (E,) the query's LM embedding, unit length
-    weight: float = 0.0  # share of the query in the blend with the model's intent head
-    latency_ms: dict[str, float] = {}
 
 
 @serve.deployment

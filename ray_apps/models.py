@@ -18,9 +18,8 @@ from typing import Any
 import bentoml
 import numpy as np
 import torch
-from feast import FeatureStore
 
-from features.store import online_features, schema_hash
+from features.store import FeatureStore, online_features, schema_hash
 from serving import package
 from training.models.interest import InterestTransformer
 

@@ -21,22 +21,13 @@ import asyncio
 import time
 
 import torch
-from pydantic import BaseModel
 from ray import serve
 
 from features.config import FeatureConfig
 from features.store import open_store
 from ray_apps.config import RankingUserConfig
-from ray_apps.intent import QueryIntent
+from ray_apps.messages import Candidates, QueryIntent, Ranked
 from ray_apps.models import ModelCache, ServingModel, item_text, item_trends
-from ray_apps.retrieval import Candidates
-
-
-class Ranked(BaseModel):
-    items: list[dict] = []  # ScoredItem fields
-    genres: list[str] = []
-    intent: list[float] = []  # (G,) the blended intent distribution
-    latency_ms: dict[str, float] = {}
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel
 from ray import serve
 
 from data.ingest import read_manifest
@@ -26,36 +25,8 @@ from features.config import FeatureConfig
 from features.store import online_features, open_store
 from ray_apps.ann import ItemIndex, set_threads, top_k
 from ray_apps.config import Clock, RetrievalUserConfig
+from ray_apps.messages import Candidates, Query, bad
 from ray_apps.models import ModelCache, ServingModel, item_trends
-
-
-class Query(BaseModel):
-    user_id: int | None = None
-    items: list[int] = []  # explicit history of an anonymous user, oldest first
-    stamps: list[int] = []
-    ratings: list[float | None] = []
-    exclude: list[int] = []
-
-
-class Candidates(BaseModel):
-    model: str
-    error: dict | None = None  # {"status", "field", "message"} for a bad request
-    cold_start: bool = False
-    cold_start_reason: str = ""
-    state: list[float] | None = None  # (D,) user state; None on cold start
-    items: list[int] = []  # history used, oldest first
-    stamps: list[int] = []
-    ratings: list[float | None] = []
-    as_of: int = 0
-    candidates: list[int] = []
-    scores: list[float] = []
-    intent: list[float] = []  # (G,) the intent head on the state; [] for a model without genres
-    exclude: list[int] = []
-    latency_ms: dict[str, float] = {}
-
-
-def bad(model: str, field: str, message: str, status: int = 422) -> Candidates:
-    return Candidates(model=model, error={"status": status, "field": field, "message": message})
 
 
 @serve.deployment

@@ -25,6 +25,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
 
 from data.ingest import read_manifest
 from features.config import FeatureConfig
@@ -137,10 +139,12 @@ def _unwrap(model: torch.nn.Module) -> InterestTransformer:
 def train_func(config: dict) -> None:
     """One Ray Train worker: data shard, model, resume, epochs, report.
 
-    ``config`` is Ray's train_loop_config: {"job": WorkerJob fields, "data": SequenceData}.
+    ``config`` is Ray's train_loop_config: {"job": WorkerJob fields, "data": SequenceData,
+    "progress": the driver's Queue of progress lines (``fit`` prints them, once)}.
     """
     # 1. data and model
     job = WorkerJob.model_validate(config["job"])
+    progress: Queue = config["progress"]
     t, mcfg = job.training, job.model
     data = SequenceData.from_dict(config["data"])
     torch.manual_seed(t.seed)
@@ -160,7 +164,7 @@ def train_func(config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
         if rank == 0:
-            print(f"train: resumed from checkpoint of epoch {state['epoch']}")
+            progress.put(f"train: resumed from the checkpoint of epoch {state['epoch'] + 1}")
 
     # 3. epochs
     train = data.train
@@ -196,13 +200,13 @@ def train_func(config: dict) -> None:
         if rank == 0:
             done = epoch + 1 - start
             eta = (time.perf_counter() - began) / done * (t.epochs - epoch - 1)
-            print(f"train: epoch {epoch + 1}/{t.epochs} loss {metrics['train_loss']:.4f} "
+            progress.put(f"train: epoch {epoch + 1}/{t.epochs} loss {metrics['train_loss']:.4f} "
                   f"{SCORE} {metrics[SCORE]:.4f} ({metrics['sequences_per_s']:.0f} seq/s, "
                   f"ETA {eta:.0f}s if no early stop)")
         _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank)
         if stale >= t.patience:
             if rank == 0:
-                print(f"train: early stop at epoch {epoch + 1}: no gain for {stale} epochs")
+                progress.put(f"train: early stop at epoch {epoch + 1}: no gain for {stale} epochs")
             break
 
 
@@ -229,14 +233,23 @@ def _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData):
-    """Run the TorchTrainer on ``training.num_workers`` workers; returns the Ray Train result."""
+def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
+        log: Callable[[str], None] = print):
+    """Run the TorchTrainer on ``training.num_workers`` workers; returns the Ray Train result.
+
+    Rank 0's progress lines (one per epoch, with rate and ETA) come back through a Ray queue
+    and are passed to ``log`` here, in the driver, as they happen: the driver does not need
+    Ray to forward its workers' output (``log_to_driver``), which would also bring Ray Train's
+    own per-report lines.
+    """
     t = training
     run_dir = Path(t.storage_path) / t.run_name
     job = WorkerJob(training=t, model=mcfg, failure_marker=run_dir / "injected_failure.txt")
+    progress = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"job": job.model_dump(mode="json"), "data": data.to_dict()},
+        train_loop_config={"job": job.model_dump(mode="json"), "data": data.to_dict(),
+                           "progress": progress},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
@@ -246,7 +259,26 @@ def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData)
                                                checkpoint_score_order="max"),
         ),
     )
-    return trainer.fit()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="ray-train-fit") as pool:
+            running = pool.submit(trainer.fit)
+            while not running.done():
+                _relay(progress, log, timeout_s=0.5)
+            _relay(progress, log, timeout_s=0)  # what came in with the last epoch
+            return running.result()
+    finally:
+        progress.shutdown()
+
+
+def _relay(progress: Queue, log: Callable[[str], None], timeout_s: float) -> None:
+    """Pass every queued progress line to ``log``; waits up to ``timeout_s`` for the first."""
+    try:
+        lines = [progress.get(timeout=timeout_s)] if timeout_s else []
+    except Empty:
+        return
+    lines += progress.get_nowait_batch(progress.qsize())
+    for line in lines:
+        log(line)
 
 
 def load_checkpoint(checkpoint: Checkpoint, data: SequenceData) -> InterestTransformer:

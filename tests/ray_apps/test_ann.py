@@ -10,8 +10,9 @@ import torch
 
 from features.store import open_store
 from ray_apps.ann import ItemIndex, top_k
+from ray_apps.messages import Query
 from ray_apps.models import load
-from ray_apps.retrieval import Query, Retrieval
+from ray_apps.retrieval import Retrieval
 
 USERS = [1, 2, 3, 42, 100, 405, 655, 942]
 

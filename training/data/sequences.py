@@ -19,9 +19,8 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
 
-from features.store import training_set
+from features.store import FeatureStore, training_set
 from features.tables import item_text
 
 HISTORY = ["user_history:hist_item_ids", "user_history:hist_ratings",
