@@ -113,7 +113,7 @@ def write_report(cfg: PlatformConfig, summary: dict, trained: Trained, log: Log)
     """report.json, report.md and curves.png in the run folder; prints the table."""
     out = Path(cfg.training.storage_path) / cfg.training.run_name
     reports.write(out, summary, trained.epochs)
-    log(reports.markdown_table(summary["test"]))
+    log(reports.markdown_table(summary["test"]).rstrip())
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -28,16 +29,19 @@ def start_serving(cfg: PlatformConfig, console: Console) -> tuple[str, str]:
     import bentoml
 
     from ray_apps.app import start
+    from ray_apps.config import STAGES
     from ray_apps.models import ContractError
 
     args = cfg.app_args()
     s = cfg.serving
     init_ray(console.verbose)
     console.echo(f"serve: starting {s.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port})")
+    began = time.perf_counter()
     try:
         start(args)
     except (ContractError, LookupError, bentoml.exceptions.NotFound) as exc:
         fail(str(exc))
+    console.echo(f"serve: {len(STAGES)} deployments healthy in {time.perf_counter() - began:.0f}s")
     return f"http://127.0.0.1:{s.http_port}", f"127.0.0.1:{s.grpc_port}"
 
 
@@ -100,7 +104,7 @@ def parse_history(text: str) -> list[dict]:
 def print_answer(answer, log=typer.echo) -> None:
     flag = f"  COLD START ({answer.cold_start_reason})" if answer.cold_start else ""
     top = ", ".join(f"{g} {p:.2f}" for g, p in list(answer.intent.items())[:3])
-    log(f"model {answer.model}{flag}\nintent: {top or '-'}")
+    log(f"intent: {top or '-'}  (model {answer.model}){flag}")
     log(f"{'#':>2}  {'item':>5}  {'score':>7}  {'title':<42} because of")
     for rank, item in enumerate(answer.items, start=1):
         because = "; ".join(item.explanation.because_of_titles) or "-"

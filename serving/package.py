@@ -94,7 +94,9 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
                    and p.name not in (MANIFEST, "model.yaml")}
         (root / MANIFEST).write_text(json.dumps(digests, indent=2))
         tag = str(stored.tag)
-    log(f"package: saved {tag} ({len(digests)} files, {SCORE}={metrics.get(SCORE)})")
+    score = metrics.get(SCORE)
+    log(f"package: saved {tag} ({len(digests)} files"
+        + (f", {SCORE} {score:.4f})" if score is not None else ")"))
     return tag
 
 
