@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import traceback
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -44,15 +43,35 @@ class CommandError(Exception):
 
 
 class Commands(TyperGroup):
-    """The root command group: a ``CommandError`` from any command ends as one line on stderr
-    and its exit status (a quiet console has put the terminal back by then)."""
+    """The root command group: how every command ends when it does not succeed.
+
+    A ``CommandError`` is one line on stderr and its exit status (a quiet console has put the
+    terminal back by then). Any other exception is a bug: one line naming it and a log file
+    with its traceback, exit status 1. Click's and Typer's own exits (usage errors, --help,
+    ``typer.Exit``) pass through as they are.
+    """
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
         except CommandError as exc:
             typer.secho(f"error: {exc.message}", err=True, fg="red")
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:  # a bug outside a quiet console: keep its traceback
+            path = log_path(ctx.invoked_subcommand or "irec")
+            path.write_text(traceback.format_exc())
+            typer.secho(f"error: {type(exc).__name__}: {exc} (traceback in {path})", err=True,
+                        fg="red")
+            raise typer.Exit(1) from None
+
+
+def log_path(command: str) -> Path:
+    """A new log file of ``command`` under ``LOG_DIR``."""
+    path = LOG_DIR.expanduser() / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
@@ -88,8 +107,7 @@ def session(command: str, verbose: bool) -> Iterator[Console]:
     if verbose:
         yield Console(sys.stdout)
         return
-    path = LOG_DIR.expanduser() / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = log_path(command)
     out = _terminal(sys.stdout, 1)
     console = Console(out, path)
     typer.secho(f"logs: {path} (--verbose shows them here)", file=out, dim=True)
@@ -97,7 +115,7 @@ def session(command: str, verbose: bool) -> Iterator[Console]:
         with open(path, "a", buffering=1, encoding="utf-8") as log, _redirected(log):
             try:
                 yield console
-            except (CommandError, typer.Exit, typer.Abort):
+            except (CommandError, typer.Exit, typer.Abort, typer.TyperException):
                 raise
             except Exception as exc:  # a bug, not bad input: its traceback goes to the log
                 traceback.print_exc()
@@ -133,17 +151,15 @@ def _redirected(log: IO[str]) -> Iterator[None]:
         os.dup2(log.fileno(), fd)
     sys.stdout = sys.stderr = log
     root.addHandler(handler)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")  # every warning once per place, in the log
-        try:
-            yield
-        finally:
-            log.flush()
-            root.removeHandler(handler)
-            sys.stdout, sys.stderr = streams
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
+    try:
+        yield
+    finally:
+        log.flush()
+        root.removeHandler(handler)
+        sys.stdout, sys.stderr = streams
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def init_ray(verbose: bool) -> None:

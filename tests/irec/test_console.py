@@ -27,6 +27,8 @@ PROGRAM = textwrap.dedent('''
     def go(mode: str = "ok", verbose: bool = False) -> None:
         if mode == "bad-input":
             fail("--thing 3 is not a thing")
+        if mode == "bug-outside":
+            {}["missing key"]
         with session("go", verbose) as console:
             console.echo("step one")
             print("a library print")
@@ -102,3 +104,18 @@ def test_a_bug_is_one_line_on_the_terminal_and_its_traceback_in_the_log(tmp_path
     assert "\n" not in line and "Traceback" not in done.stdout
     log = _log(done)
     assert "Traceback (most recent call last)" in log and "ZeroDivisionError" in log
+
+
+def test_a_bug_outside_a_quiet_console_also_ends_in_one_line_and_a_log(tmp_path):
+    done = _run(tmp_path, "--mode", "bug-outside")
+    assert done.returncode == 1 and done.stdout == ""
+    line = done.stderr.strip()
+    assert line.startswith("error: KeyError: 'missing key' (traceback in "), done.stderr
+    assert "\n" not in line
+    log = Path(line.split("(traceback in ", 1)[1].rstrip(")")).read_text()
+    assert "Traceback (most recent call last)" in log and '{}["missing key"]' in log
+
+
+def test_usage_errors_stay_clicks_own(tmp_path):
+    done = _run(tmp_path, "--no-such-option")
+    assert done.returncode == 2 and "No such option" in done.stderr, done.stderr

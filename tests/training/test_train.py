@@ -38,10 +38,17 @@ def _epochs(result) -> list[int]:
 def test_worker_failure_resumes_from_the_last_checkpoint(ray_cluster, tiny, tmp_path):
     cfg, data = tiny
     short = {"epochs": 3, "patience": 10}
-    clean = fit_preset(_with(cfg, tmp_path, "clean", **short), data)
+    said: dict[str, list[str]] = {"clean": [], "failed": []}
+    clean = fit_preset(_with(cfg, tmp_path, "clean", **short), data, said["clean"].append)
     failed = fit_preset(_with(cfg, tmp_path, "failed", max_failures=2, inject_failure_at_epoch=2,
-                       **short), data)
+                       **short), data, said["failed"].append)
     assert (tmp_path / "failed" / "injected_failure.txt").exists()
+    # the driver printed each epoch once, as it happened, and the resume between them
+    heads = {run: [line.split(" loss")[0] for line in lines] for run, lines in said.items()}
+    epochs = [f"train: epoch {e}/3" for e in (1, 2, 3)]
+    assert heads["clean"] == epochs, said["clean"]
+    assert heads["failed"] == [*epochs[:2], "train: resumed from the checkpoint of epoch 2",
+                               epochs[2]], said["failed"]
     # one checkpoint per epoch, none repeated: the restart began at epoch 1's checkpoint + 1
     assert _epochs(failed) == _epochs(clean) == [0, 1, 2]
     timing = {"sequences_per_s"}
