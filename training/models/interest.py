@@ -195,7 +195,10 @@ class InterestTransformer(nn.Module):
             x = x + self.rating_emb(self._rating_bucket(ratings))
         if self.cfg.use_time:
             x = x + self.gap_emb(self._gap_bucket(stamps, mask))
-        out = self.backbone(inputs_embeds=x, attention_mask=mask.long())
+        # Positions count from each sequence's first real event, not from the tensor's left
+        # edge: the same history gets the same outputs however much left padding it carries.
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), position_ids=positions)
         return out.last_hidden_state  # (B, T, D)
 
     def decayed_history(self, items: torch.Tensor, stamps: torch.Tensor, at: torch.Tensor,

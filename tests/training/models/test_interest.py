@@ -120,10 +120,6 @@ def test_a_history_is_scored_the_same_beside_any_other_history(model):
     assert torch.allclose(alone[0], together[0], atol=1e-6, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GPT-2's position ids count from the left edge of the tensor, not from the first real "
-    "event: more left padding shifts every event's position embedding (encode() passes no "
-    "position_ids derived from the mask)"))
 def test_more_left_padding_gives_the_same_outputs_for_the_real_events(model):
     events = ([5, 17, 3, 29, 11], [4.0, 5.0, 2.5, 3.0, float("nan")],
               [START, START + 600, START + DAY, START + 3 * DAY, START + 3 * DAY + 60])
