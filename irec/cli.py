@@ -181,6 +181,8 @@ def train(
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     margin: Annotated[float, typer.Option(help="NDCG@10 gain to replace the champion.")] = 0.0,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue this run (its id) from its latest checkpoint instead of a new run.")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fine-tune the interest model with Ray Train, evaluate, package in BentoML, promote."""
@@ -188,7 +190,8 @@ def train(
 
     cfg = load_config(config, **{"features.repo_path": repo_path,
                            "training.storage_path": storage_path,
-                           "training.num_workers": num_workers, "training.epochs": epochs})
+                           "training.num_workers": num_workers, "training.epochs": epochs,
+                           "training.resume": resume})
     with session("train", verbose) as console:
         try:
             run_training(cfg, log=console.echo, margin=margin, verbose=verbose)

@@ -34,7 +34,16 @@ from training.baselines.popularity import evaluate_popularity
 from training.data.sequences import SequenceData
 from training.eval.evaluate import evaluate_model
 from training.models.interest import InterestTransformer
-from training.train import best_checkpoint, fit, load_checkpoint, model_config, prepare_data
+from training.train import (
+    best_checkpoint,
+    epoch_history,
+    fit,
+    load_checkpoint,
+    model_config,
+    new_run_id,
+    prepare_data,
+    run_dir,
+)
 
 Log = Callable[[str], None]
 FEATURE_SERVICES = ("retrieval_v1", "ranking_v1")
@@ -46,18 +55,18 @@ class Trained:
 
     model: InterestTransformer
     validation: dict[str, float]  # the best epoch's reported metrics
-    epochs: list[dict]  # the metrics of every kept checkpoint
+    epochs: list[dict]  # the metrics of every epoch
 
 
-def train(cfg: PlatformConfig, data: SequenceData, log: Log) -> Trained:
-    """Fine-tune with Ray Train; the best checkpoint by validation NDCG@10."""
+def train(cfg: PlatformConfig, data: SequenceData, run_id: str, log: Log) -> Trained:
+    """Fine-tune with Ray Train in run ``run_id``; the best checkpoint by validation NDCG@10."""
     mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, log)
-    result = fit(cfg.training, mcfg, data, log)
+    result = fit(cfg.training, mcfg, data, log, run_id)
     best = best_checkpoint(result)
     with best.as_directory() as directory:
         validation = json.loads((Path(directory) / "metrics.json").read_text())
     return Trained(model=load_checkpoint(best, data), validation=validation,
-                   epochs=[metrics for _, metrics in result.best_checkpoints])
+                   epochs=epoch_history(result))
 
 
 def evaluate(trained: Trained, data: SequenceData) -> dict[str, float]:
@@ -65,7 +74,8 @@ def evaluate(trained: Trained, data: SequenceData) -> dict[str, float]:
     return evaluate_model(trained.model, data, "test")
 
 
-def baselines(cfg: PlatformConfig, data: SequenceData, log: Log) -> dict[str, dict[str, float]]:
+def baselines(cfg: PlatformConfig, data: SequenceData, run_id: str,
+              log: Log) -> dict[str, dict[str, float]]:
     """Test metrics of the same-run peers: popularity, BPR-MF, biased MF and the ablations."""
     seed = cfg.training.seed
     table = {"popularity": evaluate_popularity(data, "test"),
@@ -76,7 +86,7 @@ def baselines(cfg: PlatformConfig, data: SequenceData, log: Log) -> dict[str, di
         log(f"train: ablation {ablation}")
         variant = _ablation(cfg, ablation)
         table[f"transformer ({ablation.replace('_', ' ')})"] = evaluate(
-            train(variant, data, log), data)
+            train(variant, data, run_id, log), data)
     return table
 
 
@@ -109,9 +119,10 @@ def promote(tag: str, margin: float, log: Log) -> package.Verdict:
     return verdict
 
 
-def write_report(cfg: PlatformConfig, summary: dict, trained: Trained, log: Log) -> Path:
+def write_report(cfg: PlatformConfig, summary: dict, trained: Trained, run_id: str,
+                 log: Log) -> Path:
     """report.json, report.md and curves.png in the run folder; prints the table."""
-    out = Path(cfg.training.storage_path) / cfg.training.run_name
+    out = Path(run_dir(cfg.training, run_id))
     reports.write(out, summary, trained.epochs)
     log(reports.markdown_table(summary["test"]).rstrip())
     return out
@@ -125,16 +136,23 @@ def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
     """
     init_ray(verbose)
     started = time.perf_counter()
+    run_id = cfg.training.resume or new_run_id()
+    folder = run_dir(cfg.training, run_id)
+    if cfg.training.resume and "://" not in folder and not Path(folder).is_dir():
+        raise FileNotFoundError(f"no run {run_id} in {folder.rsplit('/', 1)[0]}: nothing to "
+                                "resume (run ids are the folder names there)")
+    verb = "resuming" if cfg.training.resume else "run"
+    log(f"train: {verb} {run_id} in {folder}")
     data = prepare_data(cfg.features, log)
-    trained = train(cfg, data, log)
+    trained = train(cfg, data, run_id, log)
     test = evaluate(trained, data)
-    table = {"interest transformer": test, **baselines(cfg, data, log)}
+    table = {"interest transformer": test, **baselines(cfg, data, run_id, log)}
     tag = package_model(cfg, trained, data, test, log)
     verdict = promote(tag, margin, log)
-    summary = {"model": tag, "champion": verdict.promoted, "test": table,
+    summary = {"model": tag, "run": run_id, "champion": verdict.promoted, "test": table,
                "validation": trained.validation,
                "seconds": round(time.perf_counter() - started, 1)}
-    out = write_report(cfg, summary, trained, log)
+    out = write_report(cfg, summary, trained, run_id, log)
     log(f"train: done in {summary['seconds']}s; report in {out}")
     return summary
 

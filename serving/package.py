@@ -4,8 +4,10 @@ A saved model is a folder in the store (``$BENTOML_HOME``, default ``~/bentoml``
 ``model.safetensors`` (weights and item buffers), ``config.json`` (architecture),
 ``items.json`` (item id -> raw id, title, genres), ``item_vectors.safetensors`` (the item
 matrix retrieval scores against), ``metrics.json``, and ``MANIFEST.json``: the sha256 of every
-other file. The store has no integrity check of its own; ``load`` recomputes every digest and
-refuses a model whose files differ by a single byte, or that has files missing or added.
+other file, and of the model's metadata (BentoML keeps it in its own ``model.yaml``, beside
+fields BentoML rewrites; the digest is over the metadata's canonical JSON). The store has no
+integrity check of its own; ``load`` recomputes every digest and refuses a model whose files
+or metadata differ by a single byte, or that has files missing or added.
 Metadata carries the dataset fingerprint, the Feast feature services with their schema hashes
 (serving refuses a model whose contract differs from its feature store) and the code version.
 """
@@ -31,7 +33,10 @@ from training.models.interest import InterestTransformer
 
 MODEL_NAME = "interest"
 MANIFEST = "MANIFEST.json"
+# The manifest entry of the metadata digest (not a file: BentoML's model.yaml holds it).
+METADATA_ENTRY = "model.yaml#metadata"
 SCORE = "val_ndcg@10"
+CHUNK_BYTES = 1 << 20
 
 
 class IntegrityError(RuntimeError):
@@ -60,7 +65,18 @@ def code_version() -> str:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The file's sha256, read in 1 MiB chunks (weights can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def metadata_digest(metadata: dict) -> str:
+    """The sha256 of ``metadata`` as canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
@@ -92,7 +108,8 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
         (root / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         digests = {p.name: _sha256(p) for p in sorted(root.iterdir()) if p.is_file()
                    and p.name not in (MANIFEST, "model.yaml")}
-        (root / MANIFEST).write_text(json.dumps(digests, indent=2))
+        (root / MANIFEST).write_text(json.dumps(
+            {**digests, METADATA_ENTRY: metadata_digest(metadata)}, indent=2))
         tag = str(stored.tag)
     score = metrics.get(SCORE)
     log(f"package: saved {tag} ({len(digests)} files"
@@ -100,12 +117,20 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
     return tag
 
 
-def verify(root: Path) -> None:
-    """Raise IntegrityError unless every file matches MANIFEST.json exactly."""
+def verify(root: Path, metadata: dict) -> None:
+    """Raise IntegrityError unless every file and the metadata match MANIFEST.json exactly."""
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         raise IntegrityError(f"{root}: no {MANIFEST}; refusing an unverifiable model")
     expected = json.loads(manifest_path.read_text())
+    recorded = expected.pop(METADATA_ENTRY, None)
+    if recorded is None:
+        raise IntegrityError(f"{root}: {MANIFEST} has no digest of the model's metadata (saved "
+                             "by an older irec); refusing an unverifiable model: package it again")
+    actual = metadata_digest(metadata)
+    if actual != recorded:
+        raise IntegrityError(f"{root}: metadata sha256 {actual[:16]}... != manifest "
+                             f"{recorded[:16]}...; the model's metadata was changed")
     present = {p.name for p in root.iterdir() if p.is_file()} - {MANIFEST, "model.yaml"}
     if present != set(expected):
         raise IntegrityError(f"{root}: files {sorted(present)} do not match the manifest's "
@@ -121,7 +146,7 @@ def load(tag: str = f"{MODEL_NAME}:latest") -> PackagedModel:
     """Load a verified model from the store."""
     stored = bentoml.models.get(tag)
     root = Path(stored.path)
-    verify(root)
+    verify(root, dict(stored.info.metadata))
     cfg = InterestModelConfig.load(root)
     n = cfg.num_items + 1
     text = torch.zeros(n, cfg.text_dim) if cfg.text_dim else None

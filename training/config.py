@@ -27,9 +27,18 @@ class TrainingConfig(StrictModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
-    # Local folder or s3://, gs:// URI for checkpoints and results.
+    # Local folder or s3://, gs:// URI for checkpoints and results: each run gets its own
+    # folder <storage_path>/<run_name>/<run id> (the id is the UTC start time plus 4 hex
+    # digits), so a run never continues an earlier one by accident.
     storage_path: str = str(Path.home() / "irec-runs")
     run_name: str = "interest"
+    # Continue this run (its id, printed when it started) from its latest checkpoint instead of
+    # training afresh (`irec train --resume RUN`). Within one run, a failed worker group
+    # restarts from the latest checkpoint by itself (max_failures).
+    resume: str | None = Field(None, pattern=r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
+    # Checkpoints kept per run: the best ones by validation NDCG@10; Ray Train also keeps the
+    # latest one, for resuming.
+    keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)
     # Same-run comparisons in the report: transformer variants trained with the same budget.
     # ids_only: no LM text tower (SASRec-style); no_time: no time-gap features or decay.

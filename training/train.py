@@ -22,10 +22,12 @@ one exported to ``frozen`` mode, so serving never loads the LM.
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +51,7 @@ from training.models.interest import InterestTransformer
 from training.models.text_tower import describe
 
 SCORE = "val_ndcg@10"
+HISTORY = "history.json"  # in every checkpoint: the metrics of every epoch up to it
 
 
 class WorkerJob(BaseModel):
@@ -155,11 +158,12 @@ def train_func(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     # 2. resume from the latest checkpoint, if Ray restarted us
-    start, best, stale = 0, -1.0, 0
+    start, best, stale, history = 0, -1.0, 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / "train_state.pt", weights_only=False)
+            state = torch.load(Path(directory) / "train_state.pt", weights_only=True)
+            history = json.loads((Path(directory) / HISTORY).read_text())
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
@@ -203,7 +207,8 @@ def train_func(config: dict) -> None:
             progress.put(f"train: epoch {epoch + 1}/{t.epochs} loss {metrics['train_loss']:.4f} "
                   f"{SCORE} {metrics[SCORE]:.4f} ({metrics['sequences_per_s']:.0f} seq/s, "
                   f"ETA {eta:.0f}s if no early stop)")
-        _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank)
+        history.append(metrics)
+        _report(model, optimizer, mcfg, history, epoch, best, stale, rank)
         if stale >= t.patience:
             if rank == 0:
                 progress.put(f"train: early stop at epoch {epoch + 1}: no gain for {stale} epochs")
@@ -220,7 +225,8 @@ def _maybe_fail(job: WorkerJob, epoch: int) -> None:
         raise RuntimeError(f"injected worker failure at epoch {epoch}")
 
 
-def _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank) -> None:
+def _report(model, optimizer, mcfg, history, epoch, best, stale, rank) -> None:
+    metrics = history[-1]
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
@@ -229,13 +235,27 @@ def _report(model, optimizer, mcfg, metrics, epoch, best, stale, rank) -> None:
                        Path(directory) / "train_state.pt")
             mcfg.save(Path(directory))
             (Path(directory) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            (Path(directory) / HISTORY).write_text(json.dumps(history))
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def new_run_id() -> str:
+    """A fresh run id: the UTC start time and 4 random hex digits (``20261202-153001-9f3a``)."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_dir(training: TrainingConfig, run_id: str) -> str:
+    """Where a run keeps its checkpoints and report (a local path or a URI)."""
+    return f"{training.storage_path.rstrip('/')}/{training.run_name}/{run_id}"
+
+
 def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
-        log: Callable[[str], None] = print):
+        log: Callable[[str], None] = print, run_id: str | None = None):
     """Run the TorchTrainer on ``training.num_workers`` workers; returns the Ray Train result.
+
+    The run lives in ``run_dir(training, run_id)``: ``run_id`` None is a new run (trained from
+    scratch), an existing run's id continues it from its latest checkpoint.
 
     Rank 0's progress lines (one per epoch, with rate and ETA) come back through a Ray queue
     and are passed to ``log`` here, in the driver, as they happen: the driver does not need
@@ -243,8 +263,9 @@ def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
     own per-report lines.
     """
     t = training
-    run_dir = Path(t.storage_path) / t.run_name
-    job = WorkerJob(training=t, model=mcfg, failure_marker=run_dir / "injected_failure.txt")
+    run_id = run_id or new_run_id()
+    folder = run_dir(t, run_id)
+    job = WorkerJob(training=t, model=mcfg, failure_marker=Path(folder) / "injected_failure.txt")
     progress = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_func,
@@ -253,9 +274,10 @@ def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
-            name=t.run_name, storage_path=t.storage_path,
+            name=run_id, storage_path=folder.rsplit("/", 1)[0],
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(checkpoint_score_attribute=SCORE,
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints,
+                                               checkpoint_score_attribute=SCORE,
                                                checkpoint_score_order="max"),
         ),
     )
@@ -284,10 +306,16 @@ def _relay(progress: Queue, log: Callable[[str], None], timeout_s: float) -> Non
 def load_checkpoint(checkpoint: Checkpoint, data: SequenceData) -> InterestTransformer:
     with checkpoint.as_directory() as directory:
         mcfg = InterestModelConfig.load(Path(directory))
-        state = torch.load(Path(directory) / "train_state.pt", weights_only=False)
+        state = torch.load(Path(directory) / "train_state.pt", weights_only=True)
     model = build_model(mcfg, data)
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def epoch_history(result) -> list[dict]:
+    """Every epoch's reported metrics, from the run's latest checkpoint (kept for resuming)."""
+    with result.checkpoint.as_directory() as directory:
+        return json.loads((Path(directory) / HISTORY).read_text())
 
 
 def best_checkpoint(result) -> Checkpoint:

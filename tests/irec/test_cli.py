@@ -62,12 +62,18 @@ def test_train_command_trains_packages_and_reports(ml100k_workspace, ray_cluster
                                  "--storage-path", str(tmp_path), "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert "package: saved interest:" in result.output and "promote:" in result.output
-    report = json.loads((tmp_path / "interest" / "report.json").read_text())
+    runs = list((tmp_path / "interest").iterdir())  # this run's own folder
+    assert len(runs) == 1 and f"train: run {runs[0].name} in {runs[0]}" in result.output
+    run = runs[0]
+    assert [line.split(" loss")[0] for line in result.output.splitlines()
+            if line.startswith("train: epoch")] == ["train: epoch 1/2", "train: epoch 2/2"]
+    report = json.loads((run / "report.json").read_text())
     assert set(report["test"]) == {"interest transformer", "popularity", "BPR-MF", "biased MF"}
     assert report["test"]["BPR-MF"]["ndcg@10"] > 0 and report["test"]["biased MF"]["rmse"] < 2
-    assert (tmp_path / "interest" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert report["model"].startswith("interest:")
-    assert "| popularity |" in (tmp_path / "interest" / "report.md").read_text()
+    assert "| popularity |" in (run / "report.md").read_text()
+    assert report["run"] == run.name
 
     trained = package.load(report["model"])
     worse = package.save(trained.model, trained.items, metrics={package.SCORE: 0.0},
@@ -78,3 +84,14 @@ def test_train_command_trains_packages_and_reports(ml100k_workspace, ray_cluster
     assert refused.exit_code == 1 and "lost by" in refused.output
     missing = runner.invoke(app, ["promote", "interest:doesnotexist"])
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+def test_train_resume_of_a_run_that_is_not_there_is_one_error_line(ml100k_workspace, tmp_path):
+    args = ["train", "--repo-path", str(ml100k_workspace.repo_path), "--storage-path",
+            str(tmp_path)]
+    missing = runner.invoke(app, [*args, "--resume", "20260101-000000-abcd"])
+    assert missing.exit_code == 2, missing.output
+    assert "error: no run 20260101-000000-abcd in" in missing.output
+    assert "nothing to resume" in missing.output and "Traceback" not in missing.output
+    malformed = runner.invoke(app, [*args, "--resume", "../elsewhere"])
+    assert malformed.exit_code == 2 and "training.resume" in malformed.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import bentoml
 import pytest
 import torch
+import yaml
 
 from serving import package
 from training.eval.evaluate import evaluate_model
@@ -35,7 +36,8 @@ def test_a_saved_model_reloads_and_reproduces_its_scores_exactly(untrained):
     assert evaluate_model(loaded.model, data, "test") == evaluate_model(model, data, "test")
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "delete a file", "add a file"])
+@pytest.mark.parametrize("damage", ["flip a byte", "delete a file", "add a file",
+                                    "edit the metadata", "an older manifest"])
 def test_a_damaged_model_refuses_to_load(untrained, damage):
     tag = _save(untrained, 0.05)
     root = Path(bentoml.models.get(tag).path)
@@ -47,9 +49,19 @@ def test_a_damaged_model_refuses_to_load(untrained, damage):
     elif damage == "delete a file":
         (root / "items.json").unlink()
         expected = "do not match the manifest"
-    else:
+    elif damage == "add a file":
         (root / "extra.bin").write_bytes(b"\0")
         expected = "do not match the manifest"
+    elif damage == "edit the metadata":  # the feature contract the replicas check against
+        info = yaml.safe_load((root / "model.yaml").read_text())
+        info["metadata"]["feature_services"]["retrieval_v1"] = "0" * 64
+        (root / "model.yaml").write_text(yaml.safe_dump(info))
+        expected = "metadata was changed"
+    else:
+        manifest = json.loads((root / package.MANIFEST).read_text())
+        del manifest[package.METADATA_ENTRY]
+        (root / package.MANIFEST).write_text(json.dumps(manifest))
+        expected = "no digest of the model's metadata"
     with pytest.raises(package.IntegrityError, match=expected):
         package.load(tag)
 

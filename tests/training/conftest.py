@@ -22,6 +22,7 @@ def resolved(cfg: PlatformConfig, data: SequenceData, log=lambda _: None) -> Int
     return model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max, log)
 
 
-def fit_preset(cfg: PlatformConfig, data: SequenceData, log=lambda _: None):
+def fit_preset(cfg: PlatformConfig, data: SequenceData, log=lambda _: None,
+               run_id: str | None = None):
     """Ray Train over ``data`` with the preset's training section; the Ray Train result."""
-    return fit(cfg.training, resolved(cfg, data), data, log)
+    return fit(cfg.training, resolved(cfg, data), data, log, run_id)
