@@ -1,7 +1,8 @@
 """``irec deploy render|apply|status``, ``irec retrain submit|status`` and ``irec rollout``.
 
 Each renders charts/irec with the values given (``--profile``, ``-f``, ``--set``, as Helm
-takes them), validates the objects against the Kubernetes and KubeRay schemas, and then either
+takes them), validates the objects against the Kubernetes and KubeRay schemas and the KubeRay
+operator's own rules (irec.k8s.validate), and then either
 prints them (``--dry-run``, or ``render``) or sends them with the ``kubernetes`` client.
 """
 
@@ -57,7 +58,8 @@ def _values(profile: list[str] | None, files: list[Path] | None,
 
 
 def _checked(build) -> list[dict]:
-    """Objects from ``build()``, or exit with the chart's or the schemas' complaint."""
+    """Objects from ``build()``, or exit with the chart's, the schemas' or the operator's
+    complaint."""
     from irec.k8s.render import RenderError, ValuesError, validate
 
     try:
@@ -66,7 +68,8 @@ def _checked(build) -> list[dict]:
         fail(str(exc))
     errors = validate(objects)
     if errors:
-        fail("rendered objects fail schema validation:\n  " + "\n  ".join(errors))
+        fail("rendered objects fail validation (Kubernetes and KubeRay schemas, KubeRay "
+             "operator rules):\n  " + "\n  ".join(errors))
     return objects
 
 

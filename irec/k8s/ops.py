@@ -12,10 +12,12 @@ send is exactly what the chart would create; their ``--dry-run`` prints these ob
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 
 import yaml
 
+from irec.k8s.operator import MAX_RAYJOB_NAME
 from irec.k8s.render import ValuesError, merge_values, render
 from ray_apps.config import with_model_tag
 
@@ -42,9 +44,18 @@ def is_hook(obj: dict) -> bool:
 
 
 def run_name(release: str, at: float | None = None) -> str:
-    """A unique, DNS-safe RayJob name per run: ``<release>-retrain-<UTC yyyymmdd-hhmmss>``."""
+    """A unique RayJob name per run: ``<release>-retrain-<UTC yyyymmdd-hhmmss>``.
+
+    KubeRay refuses RayJob names over 47 characters (irec.k8s.operator): a longer release is
+    cut and followed by a short hash of it, so the name stays unique and deterministic.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(at if at is not None else time.time()))
-    return f"{release}-retrain-{stamp}"[:63].rstrip("-")
+    tail = f"-retrain-{stamp}"
+    if len(release) + len(tail) <= MAX_RAYJOB_NAME:
+        return release + tail
+    digest = hashlib.sha256(release.encode()).hexdigest()[:8]
+    keep = MAX_RAYJOB_NAME - len(tail) - len(digest) - 1
+    return f"{release[:keep].rstrip('-')}-{digest}{tail}"
 
 
 def retrain_job(values: dict, *, name: str, release: str, namespace: str) -> dict:

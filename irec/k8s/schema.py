@@ -5,7 +5,10 @@ peers, ...) are typed to their first level here and validated in full against th
 schemas after rendering (irec.k8s.validate). ``retraining.training`` is generated from
 ``training.config.TrainingConfig`` and ``serving.app`` from ``ray_apps.config.ServingConfig``,
 so the chart refuses what the training job and the Serve app would refuse.
-``make chart-config`` runs this; a test fails when the committed file differs.
+Values the KubeRay operator or the API server would refuse past every CRD schema are refused
+here where a pattern can say it: Kubernetes quantities, cron schedules (irec.k8s.cron), RayJob
+names. ``files/time-zones.txt`` (the IANA zones, for the templates' own time zone check) is
+written alongside. ``make chart-config`` runs this; tests fail when a committed file differs.
 """
 
 from __future__ import annotations
@@ -17,12 +20,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from irec.k8s.cron import SCHEDULE_PATTERN, time_zones
 from irec.k8s.render import CHART_DIR
 from ray_apps.config import ServingConfig
 from training.config import TrainingConfig
 
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
-QUANTITY = {"type": ["string", "number"], "pattern": r"^[0-9.]+([eE][0-9]+)?[a-zA-Z]*$"}
+TIME_ZONES_PATH = CHART_DIR / "files" / "time-zones.txt"
+# resource.Quantity's grammar (k8s.io/apimachinery), unsigned: 8Gi, 500m, "1.5", 2e3; not 8GB.
+# Numbers only as integers: the KubeRay CRDs declare quantities int-or-string (1.5 is refused).
+QUANTITY = {"type": ["string", "integer"], "minimum": 0,
+            "pattern": r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+                       r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"}
 
 
 def obj(properties: dict[str, Any], description: str = "", **extra: Any) -> dict:
@@ -49,7 +58,11 @@ STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 REF = {name: {"$ref": f"#/definitions/{name}"} for name in
        ("resources", "nodeSelector", "tolerations", "affinity", "peers", "labelSelector",
         "image")}
-CRON = string(minLength=9, description="Cron expression (five fields).")
+CRON = string(pattern=SCHEDULE_PATTERN, description="Cron schedule: five fields (minute hour "
+              "day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly/"
+              "@every <duration>, as KubeRay and Kubernetes parse it (robfig/cron).")
+# KubeRay: a RayJob name is a DNS-1035 label of at most 47 characters.
+RAYJOB_NAME = string(pattern=r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$", maxLength=47)
 
 
 def definitions() -> dict:
@@ -171,8 +184,7 @@ def values_schema() -> dict:
         "backoffLimit": integer(), "activeDeadlineSeconds": integer(),
         "schedule": obj({"enabled": BOOLEAN, "cron": CRON, "timeZone": string(minLength=1),
                          "suspend": BOOLEAN}),
-        "job": obj({"enabled": BOOLEAN,
-                    "name": string(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", maxLength=63)}),
+        "job": obj({"enabled": BOOLEAN, "name": RAYJOB_NAME}),
         "head": obj({"resources": REF["resources"], **scheduling(affinity=False)}),
         "workers": obj({
             "cpu": obj({"replicas": integer(), "resources": REF["resources"],
@@ -225,6 +237,9 @@ def values_schema() -> dict:
         "apiServerCIDRs": {"type": "array", "items": string(pattern=r"^[0-9a-fA-F.:]+/\d+$")},
         "apiServerPorts": {"type": "array", "items": integer(1, maximum=65535)},
         "metricsScrapers": REF["peers"], "externalRedis": REF["peers"],
+        "datasetDownload": obj({"enabled": BOOLEAN, "to": REF["peers"],
+                                "ports": {"type": "array", "minItems": 1,
+                                          "items": integer(1, maximum=65535)}}),
         "extraEgress": {"type": "array", "items": obj({
             "to": REF["peers"],
             "ports": {"type": "array", "items": obj({
@@ -248,10 +263,18 @@ def render_schema() -> str:
     return json.dumps(values_schema(), indent=2) + "\n"
 
 
+def render_time_zones() -> str:
+    """files/time-zones.txt: a header line, then one IANA zone name a line."""
+    header = "# IANA time zones of the schedules; from `python -m irec.k8s.schema`"
+    return "\n".join([header, *time_zones()]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Write the schema (to the path given, default the chart's) and files/time-zones.txt."""
     path = Path((argv or sys.argv[1:] or [str(SCHEMA_PATH)])[0])
     path.write_text(render_schema())
-    print(f"values schema: wrote {path}")
+    TIME_ZONES_PATH.write_text(render_time_zones())
+    print(f"values schema: wrote {path} and {TIME_ZONES_PATH}")
 
 
 if __name__ == "__main__":

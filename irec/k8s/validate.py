@@ -5,6 +5,10 @@ of kubernetes-validate: unknown fields are errors). KubeRay kinds (RayService, R
 RayCronJob, RayCluster) go against the ``openAPIV3Schema`` of their CustomResourceDefinition,
 made strict the same way (``kubectl apply`` validates fields strictly by default). The
 Prometheus Operator's ServiceMonitor has no schema here: its shape is checked.
+
+An object the schemas accept then goes through the rules the KubeRay operator (and, for a
+CronJob, the API server) applies in code (irec.k8s.operator): what they refuse is an error
+here like a schema error, because such an object installs and then never runs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import yaml
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
+from irec.k8s.operator import operator_errors
+
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.33.0"
 # The KubeRay CRDs (ray-project/kuberay helm-chart/kuberay-operator/crds); IREC_KUBERAY_SCHEMAS
@@ -34,7 +40,11 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def validate(objects: Iterable[dict], *, kubernetes_version: str = KUBERNETES_VERSION,
              kuberay_dir: Path = KUBERAY_SCHEMAS) -> list[str]:
-    """Every problem as ``Kind/name: path: message``; empty when all objects are valid."""
+    """Every problem as ``Kind/name: path: message``; empty when all objects are valid.
+
+    Schema errors first; the operator's rules only run on an object the schemas accept (the
+    operator never sees one the API server refused).
+    """
     errors = []
     for obj in objects:
         name = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
@@ -43,7 +53,8 @@ def validate(objects: Iterable[dict], *, kubernetes_version: str = KUBERNETES_VE
         except LookupError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        errors.extend(f"{name}: {problem}" for problem in check(obj))
+        problems = [f"{name}: {problem}" for problem in check(obj)]
+        errors.extend(problems or operator_errors(obj))
     return errors
 
 

@@ -5,6 +5,7 @@ wrong."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from irec.cli import app
 from irec.config import PlatformConfig
+from irec.k8s.operator import operator_errors
 from irec.k8s.ops import (
     deploy_objects,
     is_hook,
@@ -79,10 +81,17 @@ def test_retrain_submit_dry_run_is_the_scheduled_runs_spec_under_its_own_name():
     assert job["spec"] == cron["spec"]["jobTemplate"]
 
 
-def test_run_names_are_unique_per_second_and_dns_safe():
+def test_run_names_are_unique_per_second_and_within_kuberays_limit():
     assert run_name("irec", at=0) == "irec-retrain-19700101-000000"
     assert run_name("irec", at=1) != run_name("irec", at=0)
-    assert len(run_name("x" * 80, at=0)) <= 63
+    for release in ("recommender-production-eu1", "x" * 80, "recommender-production-eu2"):
+        name = run_name(release, at=0)
+        assert len(name) <= 47 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+    assert run_name("recommender-production-eu1", at=0) != run_name(
+        "recommender-production-eu2", at=0)
+    job = {"apiVersion": "ray.io/v1", "kind": "RayJob",
+           "metadata": {"name": run_name("recommender-production-eu1", at=0)}, "spec": {}}
+    assert not [e for e in operator_errors(job) if "metadata.name" in e]
 
 
 def test_rollout_dry_run_changes_only_the_stages_model_tag(builder_output):
@@ -98,6 +107,22 @@ def test_rollout_dry_run_changes_only_the_stages_model_tag(builder_output):
     unchanged = copy.deepcopy(service)
     unchanged["spec"]["serveConfigV2"] = before["spec"]["serveConfigV2"]
     assert unchanged == before
+
+
+def test_objects_the_operator_would_refuse_are_refused_like_schema_errors(monkeypatch):
+    """The CLI validates with the KubeRay operator's rules too (irec.k8s.validate)."""
+    import irec.k8s.ops as ops
+
+    objects = render(profile_values("production"))
+    service = next(o for o in objects if o["kind"] == "RayService")
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    head["containers"][0]["env"].append({"name": "REDIS_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": "irec-redis", "key": "redis-password"}}})
+    monkeypatch.setattr(ops, "deploy_objects", lambda values, **_: objects)
+    result = invoke("deploy", "render", "-p", "production")
+    assert result.exit_code == 2
+    assert "KubeRay operator rules" in result.output and "REDIS_PASSWORD" in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -134,8 +159,9 @@ def rayservice(generation: int, observed: int, tag: str, app_status: str) -> dic
 
 def test_rollout_waits_for_the_operator_and_the_app():
     done = rayservice(3, 3, "interest:v7", "RUNNING")
+    head = {"name": "ray-head", "image": "irec:0.1.0"}
     assert validate([{**done, "spec": {**done["spec"], "rayClusterConfig": {
-        "headGroupSpec": {"template": {"spec": {"containers": []}}}}}}]) == []
+        "headGroupSpec": {"template": {"spec": {"containers": [head]}}}}}}]) == []
     assert rolled_out_to(done, "interest:v7")
     assert not rolled_out_to(rayservice(4, 3, "interest:v7", "RUNNING"), "interest:v7")
     assert not rolled_out_to(rayservice(3, 3, "interest:v7", "DEPLOYING"), "interest:v7")

@@ -3,7 +3,10 @@ Configuration derived from values and from the files the Makefile generates (`ma
 files/platform.yaml is configs/k8s.yaml, files/serve-config.yaml is `irec serve-config` of it.
 */}}
 
-{{/* Values that the schema cannot check; fails the render with a message naming the key. */}}
+{{/*
+Values that the schema cannot check; fails the render with a message naming the key. What
+the KubeRay operator would refuse is checked in _checks.tpl.
+*/}}
 {{- define "irec.validate" -}}
 {{- if not .Values.redis.auth.existingSecret -}}
 {{- fail "redis.auth.existingSecret is required: create a Secret with the Redis password (kubectl create secret generic irec-redis --from-literal=redis-password=\"$(openssl rand -hex 24)\") and name it here; the chart never writes a password" -}}
@@ -24,11 +27,7 @@ files/platform.yaml is configs/k8s.yaml, files/serve-config.yaml is `irec serve-
 {{- fail (printf "%s.replicas=%v must lie within minReplicas=%v and maxReplicas=%v" $name $group.replicas $group.minReplicas $group.maxReplicas) -}}
 {{- end -}}
 {{- end -}}
-{{- if eq .Values.serving.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" -}}
-{{- if not .Values.serving.upgradeStrategy.clusterUpgradeOptions.gatewayClassName -}}
-{{- fail "serving.upgradeStrategy.clusterUpgradeOptions (gatewayClassName, stepSizePercent, intervalSeconds) is required by NewClusterWithIncrementalUpgrade" -}}
-{{- end -}}
-{{- end -}}
+{{- include "irec.validateWorkloads" . -}}
 {{- end -}}
 
 {{/* The platform config of the pods: the k8s preset with the values' overrides. */}}

@@ -23,6 +23,42 @@
 {{- printf "%s-%s" (include "irec.fullname" $ctx) (index . 1) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+Name of an object whose controller limits it below 63 characters: <fullname>-<suffix> (suffix ""
+for the fullname itself), or, when that is longer than max, the fullname cut short and an
+8-hex hash of the whole name before the suffix (deterministic, unique per release). Limits:
+RayService and RayJob 47, RayCronJob 36 (KubeRay v1.7.0), CronJob 52 (Kubernetes).
+Call with (list $ "suffix" max).
+*/}}
+{{- define "irec.boundedName" -}}
+{{- $full := include "irec.fullname" (index . 0) -}}
+{{- $tail := ternary (printf "-%s" (index . 1)) "" (ne (index . 1) "") -}}
+{{- $max := int (index . 2) -}}
+{{- $name := printf "%s%s" $full $tail -}}
+{{- if le (len $name) $max -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "%s-%s%s" (trunc (int (sub (sub $max (len $tail)) 9)) $full | trimSuffix "-") (sha256sum $name | trunc 8) $tail -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KubeRay and CronJob names (see irec.boundedName). */}}
+{{- define "irec.rayServiceName" -}}
+{{- include "irec.boundedName" (list . "" 47) -}}
+{{- end -}}
+
+{{- define "irec.rayCronJobName" -}}
+{{- include "irec.boundedName" (list . "retrain" 36) -}}
+{{- end -}}
+
+{{- define "irec.rayJobName" -}}
+{{- .Values.retraining.job.name | default (include "irec.boundedName" (list . "retrain" 47)) -}}
+{{- end -}}
+
+{{- define "irec.materializeName" -}}
+{{- include "irec.boundedName" (list . "materialize" 52) -}}
+{{- end -}}
+
 {{/* Selector labels of a component. Call with (list $ "component"). */}}
 {{- define "irec.selectorLabels" -}}
 {{- $ctx := index . 0 -}}

@@ -53,6 +53,16 @@ imagePullSecrets:
 
 {{/* Environment of every irec container: config paths, model store, Redis credentials. */}}
 {{- define "irec.env" -}}
+{{ include "irec.baseEnv" . }}
+{{ include "irec.redisEnv" . }}
+{{- end -}}
+
+{{/*
+irec.env without the Redis credentials: the serving head under GCS fault tolerance, where
+KubeRay refuses a REDIS_PASSWORD env var and injects it itself from
+gcsFaultToleranceOptions.redisPassword (that head runs no replica, so no Feast client).
+*/}}
+{{- define "irec.baseEnv" -}}
 {{- $paths := fromYaml (include "irec.mountPaths" .) -}}
 - name: HOME
   value: /tmp/home
@@ -66,6 +76,10 @@ imagePullSecrets:
   value: "0"
 - name: IREC_FEATURE_STORE_YAML
   value: {{ $paths.config }}/feature_store.yaml
+{{- end -}}
+
+{{/* The Redis password (from the Secret) and Feast's connection string, which expands it. */}}
+{{- define "irec.redisEnv" -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:

@@ -3,7 +3,8 @@ A Ray head or worker pod template (RayService, RayJob, RayCronJob). Call with
 (dict "ctx" $ "component" "serving"|"retraining" "role" "head"|"worker" "group" VALUES
       "gpus" N "gpuResourceName" NAME "kubeRayServiceAccount" BOOL)
 Serving pods mount the data volumes read-only; with modelStore.mode objectStore they import
-serving.modelTag into an emptyDir first. kubeRayServiceAccount: leave the ServiceAccount to
+serving.modelTag into an emptyDir first. The serving head under GCS fault tolerance gets no
+Redis env (irec.baseEnv): KubeRay passes the password from gcsFaultToleranceOptions. kubeRayServiceAccount: leave the ServiceAccount to
 KubeRay, which gives the autoscaler on the head its RBAC.
 */}}
 {{- define "irec.rayPodTemplate" -}}
@@ -33,7 +34,11 @@ spec:
       image: {{ include "irec.image" $ctx }}
       imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
       env:
+        {{- if and $serving (eq .role "head") $ctx.Values.serving.gcsFaultTolerance.enabled }}
+        {{- include "irec.baseEnv" $ctx | nindent 8 }}
+        {{- else }}
         {{- include "irec.env" $ctx | nindent 8 }}
+        {{- end }}
       ports:
         {{- if eq .role "head" }}
         - {name: gcs-server, containerPort: 6379}

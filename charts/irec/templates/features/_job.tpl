@@ -40,3 +40,15 @@ containers:
 volumes:
   {{- include "irec.volumes" (dict "ctx" $ctx "models" "none") | nindent 2 }}
 {{- end -}}
+
+{{/* "true" when the features Job downloads the dataset (ingest on, no features.dataset.path). */}}
+{{- define "irec.downloadsDataset" -}}
+{{- if and .Values.features.enabled .Values.features.apply.enabled .Values.features.apply.ingest (not .Values.features.dataset.path) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The label of the features Job's pods that networkPolicy.datasetDownload selects. */}}
+{{- define "irec.downloadLabel" -}}
+irec/dataset-download: "true"
+{{- end -}}

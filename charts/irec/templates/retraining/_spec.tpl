@@ -4,6 +4,8 @@ jobTemplate: `python -m irec.pipeline` with the platform config of the ConfigMap
 preset plus retraining.training). It trains with Ray Train on the worker group, evaluates,
 saves the model in the BentoML store on the model volume and promotes it if it beats the
 champion; in objectStore mode the new model is then exported for the serving pods.
+ttlSecondsAfterFinished only with shutdownAfterJobFinishes: KubeRay refuses a TTL on a RayJob
+that keeps its cluster (there is nothing for the TTL to delete).
 */}}
 {{- define "irec.retrainingSpec" -}}
 {{- $r := .Values.retraining -}}
@@ -16,7 +18,9 @@ entrypoint: {{ $entrypoint | quote }}
 runtimeEnvYAML: |
   {{- toYaml $r.runtimeEnv | nindent 2 }}
 shutdownAfterJobFinishes: {{ $r.shutdownAfterJobFinishes }}
+{{- if $r.shutdownAfterJobFinishes }}
 ttlSecondsAfterFinished: {{ $r.ttlSecondsAfterFinished }}
+{{- end }}
 backoffLimit: {{ $r.backoffLimit }}
 {{- if $r.activeDeadlineSeconds }}
 activeDeadlineSeconds: {{ $r.activeDeadlineSeconds }}
