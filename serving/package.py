@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import subprocess
 from collections.abc import Callable
@@ -179,16 +180,25 @@ class Verdict:
 
 
 def promote(tag: str, margin: float = 0.0) -> Verdict:
-    """Make ``tag`` the champion if its validation NDCG@10 beats the champion's by ``margin``."""
+    """Make ``tag`` the champion if its validation NDCG@10 beats the champion's by ``margin``.
+
+    A score that is missing or not a number never promotes. A champion that can no longer be
+    loaded (deleted, or failing its manifest) is replaced, and the verdict says why: serving
+    would refuse it as well.
+    """
     candidate = load(tag)
     name = candidate.tag.split(":")[0]
     score = candidate.metrics.get(SCORE)
-    if score is None:
-        return Verdict(False, f"{candidate.tag} has no {SCORE} in its metrics; not promoted")
+    if score is None or not math.isfinite(score):
+        return Verdict(False, f"{candidate.tag} has {SCORE}={score} in its metrics; not promoted")
     current = champion(name)
+    replaced = ""
     if current is not None and current != candidate.tag:
-        incumbent = load(current).metrics[SCORE]
-        if score < incumbent + margin:
+        try:
+            incumbent = load(current).metrics[SCORE]
+        except (IntegrityError, bentoml.exceptions.NotFound) as exc:
+            incumbent, replaced = None, f"; the champion {current} cannot be loaded ({exc})"
+        if incumbent is not None and score < incumbent + margin:
             return Verdict(False, (
                 f"{candidate.tag} not promoted: {SCORE} {score:.4f} vs champion {current} "
                 f"{incumbent:.4f}; needs +{margin:.4f}, lost by {incumbent + margin - score:.4f}"))
@@ -200,4 +210,5 @@ def promote(tag: str, margin: float = 0.0) -> Verdict:
     tmp.write_text(json.dumps(champions, indent=2))
     os.replace(tmp, path)
     before = "no champion" if current is None else f"champion {current}"
-    return Verdict(True, f"{candidate.tag} is champion ({SCORE} {score:.4f}; was {before})")
+    return Verdict(True, f"{candidate.tag} is champion ({SCORE} {score:.4f}; was {before}"
+                         f"{replaced})")

@@ -81,3 +81,17 @@ def test_promotion_gate(untrained, monkeypatch, tmp_path):
     narrow = package.promote(_save(untrained, 0.062), margin=0.005)
     assert not narrow.promoted and "lost by 0.0030" in narrow.message
     assert json.loads((tmp_path / "champions.json").read_text()) == {"interest": better}
+
+
+def test_a_nan_score_never_promotes_and_a_broken_champion_is_replaced(untrained, monkeypatch,
+                                                                       tmp_path):
+    monkeypatch.setattr(package, "_champions_file", lambda: tmp_path / "champions.json")
+    assert not package.promote(_save(untrained, float("nan"))).promoted
+    assert package.champion() is None
+    first = _save(untrained, 0.050)
+    assert package.promote(first).promoted
+    (Path(bentoml.models.get(first).path) / "items.json").write_text("[]")  # now corrupt
+    second = _save(untrained, 0.010)  # worse, but the champion can no longer be served
+    verdict = package.promote(second)
+    assert verdict.promoted and f"the champion {first} cannot be loaded" in verdict.message
+    assert package.champion() == second
