@@ -31,6 +31,7 @@ from ray_apps.intent import Intent
 from ray_apps.models import check_contract, resolve_tag
 from ray_apps.ranking import Ranking
 from ray_apps.retrieval import Retrieval
+from ray_apps.schemas import MAX_BODY_BYTES
 
 IMPORT_PATH = "ray_apps.app:build_app"
 GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
@@ -47,7 +48,10 @@ GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
                "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
-CONTROLLER_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# - also in the proxies: gRPC messages up to the HTTP body limit (Serve's default is 2 GiB,
+#   and a 1.6 MB message cost 0.6 s of proxy and Ingress time before validation refused it).
+CONTROLLER_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+                  "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(MAX_BODY_BYTES)}
 
 
 def _placed(deployment: Deployment, args: AppArgs, name: str) -> Deployment:

@@ -154,7 +154,13 @@ class Tagged(StrictModel):
 
 
 class IngressUserConfig(IngressKnobs):
-    """What an Ingress replica reconfigures with."""
+    """What an Ingress replica reconfigures with: its knobs and the request deadline.
+
+    The Ingress answers within ``request_timeout_s`` itself: Serve's proxy timeout is the same
+    figure, but a client can lift that one with the ``x-request-timeout-seconds`` header.
+    """
+
+    request_timeout_s: float = Field(gt=0)
 
 
 class RetrievalUserConfig(RetrievalKnobs, Tagged):
@@ -179,7 +185,8 @@ class ServingConfig(StrictModel):
     model_tag: str = "champion"
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(9000, ge=1, le=65535)
-    # Requests slower than this end with 408 / DEADLINE_EXCEEDED instead of waiting forever.
+    # Requests slower than this end with 408 / DEADLINE_EXCEEDED instead of waiting forever
+    # (Serve's proxies, and the Ingress itself, which a client header cannot change).
     request_timeout_s: float = Field(10.0, gt=0)
     # The serving clock of decay and the feature TTL (see Clock).
     clock: Clock = "wall"
@@ -197,7 +204,8 @@ class ServingConfig(StrictModel):
         """The ``user_config`` of ``stage``, validated as its replicas will validate it."""
         tag = {"model_tag": self.model_tag}
         config = {
-            "Ingress": IngressUserConfig(**self.ingress.model_dump()),
+            "Ingress": IngressUserConfig(**self.ingress.model_dump(),
+                                         request_timeout_s=self.request_timeout_s),
             "Retrieval": RetrievalUserConfig(**self.retrieval.model_dump(), **tag,
                                              clock=self.clock),
             "Intent": IntentUserConfig(**self.intent.model_dump(), **tag),

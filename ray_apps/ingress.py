@@ -12,6 +12,7 @@ Overload is Serve's own admission control: 503 / RESOURCE_EXHAUSTED.
 (No ``from __future__ import annotations`` here: FastAPI must see the real body type.)
 """
 
+import asyncio
 import time
 
 import grpc
@@ -37,7 +38,8 @@ from ray_apps.schemas import (
 )
 from serving import recommend_pb2 as pb
 
-GRPC_CODES = {404: grpc.StatusCode.NOT_FOUND, 422: grpc.StatusCode.INVALID_ARGUMENT}
+GRPC_CODES = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+              422: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 class RequestError(Exception):
@@ -138,6 +140,16 @@ class Ingress:
             query.stamps = [e.timestamp for e in request.history]
             query.ratings = [e.rating for e in request.history]
         n = request.n if "n" in request.model_fields_set else self.knobs.default_n
+        deadline = self.knobs.request_timeout_s
+        try:
+            async with asyncio.timeout(deadline):  # cancels the stage calls still running
+                return await self._pipeline(request, query, n, protocol, began)
+        except TimeoutError:
+            raise RequestError(408, "request", f"not answered within request_timeout_s="
+                                               f"{deadline}s") from None
+
+    async def _pipeline(self, request: RecommendRequest, query: Query, n: int, protocol: str,
+                        began: float) -> RecommendResponse:
         # Retrieval and Intent need nothing from each other: both run at once, and Intent only
         # when there is text to understand. Ranking then needs both.
         retrieving = self.retrieval.remote(query)

@@ -187,3 +187,40 @@ def test_fuzzed_requests_never_get_a_server_error(served):
             assert response.status_code < 500, (case.body, response.text)
 
         no_server_error()
+
+
+def test_a_grpc_message_over_the_body_limit_is_refused_by_the_proxy(served):
+    """Like HTTP's 413, a gRPC message over 256 KiB never reaches the app (Serve's default
+    limit is 2 GiB: a 1.6 MB message used to be read, routed and validated)."""
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+    metadata = (("application", "irec"),)
+    big = pb.RecommendRequest(user_id=42, n=5, query="space " * 270_000)  # 1.6 MB
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Recommend(big, metadata=metadata, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+    assert "larger than max" in refused.value.details(), refused.value.details()
+    fine = stub.Recommend(pb.RecommendRequest(user_id=42, n=5), metadata=metadata, timeout=30)
+    assert len(fine.items) == 5
+
+
+def test_a_client_header_cannot_lift_the_request_deadline(served, app_args):
+    """``x-request-timeout-seconds: 0`` turns Serve's proxy timeout off; the Ingress still
+    answers within the app's request_timeout_s (here 5 ms, under any real request)."""
+    quick = app_args.model_copy(update={"serving": app_args.serving.model_copy(
+        update={"request_timeout_s": 0.005})})
+    deploy({"irec": app_args, "quick": quick})
+    try:
+        url = f"{served[0]}/quick/recommend"
+        lifted = requests.post(url, json={"user_id": 42, "n": 5}, timeout=60,
+                               headers={"x-request-timeout-seconds": "0"})
+        assert lifted.status_code == 408, lifted.text
+        assert lifted.json() == {"error": "request: not answered within "
+                                          "request_timeout_s=0.005s", "field": "request"}
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+        with pytest.raises(grpc.RpcError) as late:
+            stub.Recommend(pb.RecommendRequest(user_id=42, n=5), timeout=60,
+                           metadata=(("application", "quick"),))
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late.value
+    finally:
+        _redeploy(app_args)
+    assert HTTPClient(served[0]).recommend(RecommendRequest(user_id=42, n=5)).items

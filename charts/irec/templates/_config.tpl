@@ -50,7 +50,7 @@ from the same platform config (tests/charts/test_serve_config.py checks that):
 - `serving.app`, the platform config's serving section: each stage's knobs (`ingress`,
   `retrieval`, `intent`, `ranking`; `clock` is Retrieval's) go into its `user_config`, so
   running replicas reconfigure in place; `deployments.<Stage>` into that deployment's Serve
-  options; `request_timeout_s` into the HTTP and gRPC options;
+  options; `request_timeout_s` into the HTTP and gRPC options and the Ingress's deadline;
 - `serving.modelTag`: every stage's `user_config.model_tag` (what ray_apps.config
   with_model_tag does).
 The application's `args` stay as built: Serve redeploys an app whose args change.
@@ -71,6 +71,9 @@ The application's `args` stay as built: Serve redeploys an app whose args change
 {{- $userConfig := $deployment.user_config -}}
 {{- with index $app (lower $deployment.name) -}}
 {{- $_ := include "irec.setAll" (list $userConfig .) -}}
+{{- end -}}
+{{- if and (eq $deployment.name "Ingress") (hasKey $app "request_timeout_s") -}}
+{{- $_ := set $userConfig "request_timeout_s" $app.request_timeout_s -}}
 {{- end -}}
 {{- if and (eq $deployment.name "Retrieval") (hasKey $app "clock") -}}
 {{- $_ := set $userConfig "clock" $app.clock -}}
