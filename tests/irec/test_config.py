@@ -70,6 +70,7 @@ def test_every_runtime_knob_is_set_from_a_preset_and_reaches_the_serve_config(tm
 serving:
   model_tag: interest:v7
   clock: 893286639
+  request_timeout_s: 3.5
   ingress: {default_n: 20}
   retrieval: {k: 50, ann_nprobe: 8, max_batch_size: 4, threads: 2}
   intent: {query_weight: 0.25, temperature: 0.1}
@@ -85,7 +86,7 @@ training:
     assert (cfg.training.model.like_threshold, cfg.training.model.time_buckets) == (3.5, 12)
     app = serve_config({"irec": cfg.app_args()})["applications"][0]
     by_name = {d["name"]: d for d in app["deployments"]}
-    assert by_name["Ingress"]["user_config"] == {"default_n": 20}
+    assert by_name["Ingress"]["user_config"] == {"default_n": 20, "request_timeout_s": 3.5}
     retrieval = by_name["Retrieval"]["user_config"]
     assert (retrieval["k"], retrieval["ann_nprobe"], retrieval["max_batch_size"],
             retrieval["threads"], retrieval["clock"]) == (50, 8, 4, 2, 893286639)
