@@ -124,7 +124,7 @@ class _Progress:
     """A line every ``every_s`` seconds with the count, rate and ETA; called with each batch."""
 
     def __init__(self, what: str, total: int, unit: str, log: Callable[[str], None],
-                 every_s: float = 5.0) -> None:
+                 every_s: float = 10.0) -> None:
         self.what, self.total, self.unit, self.log, self.every_s = what, total, unit, log, every_s
         self.done = 0
         self.began = self.last = time.perf_counter()

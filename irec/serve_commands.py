@@ -104,13 +104,13 @@ def parse_history(text: str) -> list[dict]:
 def print_answer(answer, log=typer.echo) -> None:
     flag = f"  COLD START ({answer.cold_start_reason})" if answer.cold_start else ""
     top = ", ".join(f"{g} {p:.2f}" for g, p in list(answer.intent.items())[:3])
-    log(f"intent: {top or '-'}  (model {answer.model}){flag}")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in answer.latency_ms.items() if k != "total")
+    took = f"{answer.latency_ms.get('total', 0.0):.1f} ms ({stages})"
+    log(f"intent: {top or '-'}  (model {answer.model}, {took}){flag}")
     log(f"{'#':>2}  {'item':>5}  {'score':>7}  {'title':<42} because of")
     for rank, item in enumerate(answer.items, start=1):
         because = "; ".join(item.explanation.because_of_titles) or "-"
         log(f"{rank:>2}  {item.item_id:>5}  {item.score:>7.3f}  {item.title[:42]:<42} {because}")
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in answer.latency_ms.items())
-    log(f"latency ms: {stages}")
 
 
 def recommend_cmd(

@@ -19,9 +19,11 @@ import pytest
 from tests.helpers import ROOT, free_port
 
 QUICK_START = ["make setup", "make run", "make test"]
-# Variables that would send caches, downloads or the Ray cluster somewhere other than HOME.
+# Variables that would send caches, downloads or the Ray cluster somewhere other than HOME, and
+# those of an enclosing make (`make test` runs this): a newcomer's `make run` is not nested,
+# so it prints no "make[1]: Entering directory" lines.
 NOT_INHERITED = ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "HF_HOME", "TORCH_HOME",
-                 "RAY_ADDRESS")
+                 "RAY_ADDRESS", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
 WARNING_TEXT = ("Warning", "WARNING", "DeprecationWarning", "Traceback")
 # A row of a recommendation table: rank, item id, score, title (irec.serve_commands).
 TABLE_ROW = re.compile(r"^ ?[1-9]  +\d+  +-?\d+\.\d{3}  \S")
