@@ -3,7 +3,7 @@
 - Bad input (a config value, a file, an option) ends in one ``error:`` line and exit status
   2; an expected failure at run time (a refused request, a model that is not there) in one
   ``error:`` line and exit status 1. Never a traceback: ``fail`` raises ``CommandError``,
-  which Click prints as that one line.
+  which the root group ``Commands`` prints as that one line.
 - ``session`` gives the long commands (``irec run``, ``train``, ``serve``) a quiet console:
   the terminal shows only what the command prints through ``Console.echo`` (steps, epochs,
   tables); whatever Ray, Serve, Feast, BentoML and the other libraries print or log, and every
@@ -42,6 +42,10 @@ class CommandError(Exception):
         self.message, self.exit_code = message, exit_code
 
 
+# Typer's and Click's own ways a command ends (exit codes, --help, usage errors): not bugs.
+TYPER_ENDINGS = (typer.Exit, typer.Abort, typer.TyperException)
+
+
 class Commands(TyperGroup):
     """The root command group: how every command ends when it does not succeed.
 
@@ -54,7 +58,7 @@ class Commands(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
+        except TYPER_ENDINGS:
             raise
         except CommandError as exc:
             typer.secho(f"error: {exc.message}", err=True, fg="red")
@@ -115,7 +119,7 @@ def session(command: str, verbose: bool) -> Iterator[Console]:
         with open(path, "a", buffering=1, encoding="utf-8") as log, _redirected(log):
             try:
                 yield console
-            except (CommandError, typer.Exit, typer.Abort, typer.TyperException):
+            except (CommandError, *TYPER_ENDINGS):
                 raise
             except Exception as exc:  # a bug, not bad input: its traceback goes to the log
                 traceback.print_exc()

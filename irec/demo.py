@@ -59,8 +59,9 @@ def plan(manifest: dict, cfg: PlatformConfig, users: list[int], history_ttl_s: f
         last = pd.Timestamp(manifest["time_range"][1]).to_pydatetime()
         as_of = (now or datetime.now(UTC)) if clock == "wall" else datetime.fromtimestamp(
             clock, UTC)
-        age_days = (as_of - last).total_seconds() / 86_400
-        if age_days * 86_400 > history_ttl_s:
+        age_s = (as_of - last).total_seconds()
+        if age_s > history_ttl_s:
+            age_days = age_s / 86_400
             when = "now" if clock == "wall" else f"at serving.clock {clock}"
             result.warnings.append(
                 f"the data's last event ({last:%Y-%m-%d}) is {age_days:,.0f} days before "
