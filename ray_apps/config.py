@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from data.config import StrictModel
 from features.config import FeatureConfig
 from ray_apps.schemas import MAX_N
+from serving.auth import AuthConfig
 
 Stage = Literal["Retrieval", "Intent", "Ranking", "Ingress"]
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -190,6 +191,8 @@ class ServingConfig(StrictModel):
     request_timeout_s: float = Field(10.0, gt=0)
     # The serving clock of decay and the feature TTL (see Clock).
     clock: Clock = "wall"
+    # Bearer tokens of the HTTP and gRPC API (serving/auth.py); health stays open.
+    auth: AuthConfig = AuthConfig()
     ingress: IngressKnobs = IngressKnobs()
     retrieval: RetrievalKnobs = RetrievalKnobs()
     intent: IntentKnobs = IntentKnobs()
