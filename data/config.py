@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -27,6 +27,10 @@ class IngestConfig(StrictModel):
     # Ratings outside [rating_min, rating_max] are rejected with the line that holds them.
     rating_min: float = 1.0
     rating_max: float = 5.0
+    # Events stamped later than now plus this many seconds are refused (the error names how
+    # many, the first such line and the bound): a wrong clock or unit, never real data. The
+    # allowance covers clock skew between the machines that log events and the one ingesting.
+    max_future_skew_s: float = Field(300.0, ge=0)
     # Where a downloaded MovieLens archive is cached.
     download_dir: Path = Path.home() / ".cache" / "irec" / "datasets"
 

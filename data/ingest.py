@@ -8,15 +8,18 @@ Writes ``events.parquet``, ``items.parquet``, ``users.parquet`` and ``manifest.j
 flags, the dataset fingerprint) into the feature repository's ``data/`` folder. The
 fingerprint is a sha256 over the canonical table contents. Re-running over the same input
 (same file bytes, same options) with intact outputs is a no-op that reports the same
-fingerprint; files are replaced atomically and the manifest is written last, so an
-interrupted run never leaves a manifest describing other files.
+fingerprint. Writes are crash-safe (``data.atomic``): every table and the manifest are staged
+under temporary names and fsynced, then renamed together under a journal, so a run killed at
+any point leaves the previous dataset readable and unchanged, or (killed during the renames)
+the new one, completed by the next ``ingest`` or ``read_manifest``. One ingest at a time per
+folder (a file lock, ``.ingest.lock``). Event timestamps later than now plus
+``max_future_skew_s`` are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import movielens
+from data.atomic import StagedFiles, file_lock, recover, remove_stale_temps
 from data.config import IngestConfig
 from data.readers import (
     MOVIELENS_FILES,
@@ -50,6 +54,10 @@ from data.schema import (
 
 INGEST_VERSION = 2
 TABLES = ("events", "items", "users")
+MANIFEST = "manifest.json"
+LOCK = ".ingest.lock"
+JOURNAL = ".ingest-commit.json"
+OUTPUTS = [*(f"{t}.parquet" for t in TABLES), MANIFEST]
 
 
 @dataclass
@@ -66,6 +74,15 @@ class IngestResult:
 def ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None] = print) -> IngestResult:
     """Read, validate, normalise and write one dataset; see the module docstring."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(out_dir / LOCK):
+        if recover(out_dir, JOURNAL):
+            log(f"ingest: completed an interrupted ingest in {out_dir}")
+        remove_stale_temps(out_dir, [*OUTPUTS, JOURNAL])
+        return _ingest(cfg, out_dir, log)
+
+
+def _ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None]) -> IngestResult:
     started = time.perf_counter()
     dataset_reader = _reader(cfg, log)
     inputs = dataset_reader.inputs
@@ -79,7 +96,7 @@ def ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None] = print)
 
     log(f"ingest: reading {', '.join(p.name for p in inputs)}")
     raw = dataset_reader.read()
-    events = _coerce_events(raw.events, cfg)
+    events = _coerce_events(raw.events, cfg, check_future=raw.has_timestamps)
     tables = _normalise(raw, events)
     manifest = _write(tables, raw, cfg, out_dir, source_digest)
     seconds = time.perf_counter() - started
@@ -136,7 +153,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _coerce_events(table: RawTable, cfg: IngestConfig) -> pd.DataFrame:
+def _coerce_events(table: RawTable, cfg: IngestConfig, check_future: bool = True) -> pd.DataFrame:
     """Typed events with ``_line``: ids as strings, rating float, UTC timestamps."""
     frame = table.frame
     for col in ("user_id", "item_id"):
@@ -163,6 +180,8 @@ def _coerce_events(table: RawTable, cfg: IngestConfig) -> pd.DataFrame:
         ratings = pd.Series(np.nan, index=frame.index)
 
     stamps = _parse_timestamps(table)
+    if check_future:
+        _refuse_future(table, stamps, cfg.max_future_skew_s)
     events = pd.DataFrame(
         {
             "user_id": frame["user_id"], "item_id": frame["item_id"], "rating": ratings,
@@ -206,6 +225,20 @@ def _parse_timestamps(table: RawTable) -> pd.Series:
             row=row, field="timestamp",
         )
     return stamps.astype("datetime64[us, UTC]")
+
+
+def _refuse_future(table: RawTable, stamps: pd.Series, skew_s: float) -> None:
+    """Refuse events stamped after now + ``skew_s``: a wrong clock or unit, not real data."""
+    bound = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=skew_s)
+    late = stamps > bound
+    row = first_bad(late)
+    if row is not None:
+        raise table.error(
+            f"{int(late.sum())} timestamp(s) later than now + max_future_skew_s={skew_s:g}s "
+            f"(bound {bound.isoformat()}); the first is {table.frame['timestamp'].iloc[row]!r} "
+            f"= {stamps.iloc[row].isoformat()}",
+            row=row, field="timestamp",
+        )
 
 
 def _normalise(raw: RawDataset, events: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -312,19 +345,27 @@ def _write(
     tables: dict[str, pd.DataFrame], raw: RawDataset, cfg: IngestConfig, out_dir: Path,
     source_digest: str,
 ) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
     digests = {name: table_digest(frame) for name, frame in tables.items()}
     fingerprint = hashlib.sha256(
         json.dumps(digests, sort_keys=True).encode()
     ).hexdigest()
-    files = {}
-    for name, frame in tables.items():
-        path = out_dir / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        table = pa.Table.from_pandas(frame, schema=ARROW_SCHEMAS[name], preserve_index=False)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        files[path.name] = _file_sha256(path)
+    with StagedFiles(out_dir, JOURNAL) as staged:
+        files = {}
+        for name, frame in tables.items():
+            tmp = staged.stage(f"{name}.parquet")
+            table = pa.Table.from_pandas(frame, schema=ARROW_SCHEMAS[name], preserve_index=False)
+            pq.write_table(table, tmp)
+            files[f"{name}.parquet"] = _file_sha256(tmp)
+        manifest = _manifest(tables, raw, cfg, source_digest, fingerprint, digests, files)
+        staged.stage(MANIFEST).write_text(json.dumps(manifest, indent=2))
+        staged.commit()
+    return manifest
+
+
+def _manifest(
+    tables: dict[str, pd.DataFrame], raw: RawDataset, cfg: IngestConfig, source_digest: str,
+    fingerprint: str, digests: dict[str, str], files: dict[str, str],
+) -> dict:
     events = tables["events"]
     items = tables["items"]
     manifest = {
@@ -346,14 +387,11 @@ def _write(
             events["event_timestamp"].max().isoformat(),
         ],
     }
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out_dir / "manifest.json")
     return manifest
 
 
 def _read_manifest(out_dir: Path) -> dict | None:
-    path = out_dir / "manifest.json"
+    path = out_dir / MANIFEST
     if not path.exists():
         return None
     try:
@@ -363,8 +401,15 @@ def _read_manifest(out_dir: Path) -> dict | None:
 
 
 def read_manifest(out_dir: Path) -> dict:
-    """The manifest of an ingested dataset; a clear error when there is none."""
-    manifest = _read_manifest(Path(out_dir))
+    """The manifest of an ingested dataset; a clear error when there is none.
+
+    An ingest killed while renaming its files is completed first (under the ingest lock).
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / JOURNAL).exists():
+        with file_lock(out_dir / LOCK):
+            recover(out_dir, JOURNAL)
+    manifest = _read_manifest(out_dir)
     if manifest is None:
         raise FileNotFoundError(f"no ingested dataset in {out_dir}: run `irec ingest` first")
     return manifest

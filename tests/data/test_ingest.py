@@ -198,3 +198,21 @@ def test_movielens_checksum_accepts_the_release_and_refuses_a_altered_copy(datas
     (copy / "u.data").write_bytes(bytes(data))
     with pytest.raises(IngestError, match="checksum mismatch"):
         movielens.verify(copy)
+
+
+def test_timestamps_beyond_the_future_skew_are_refused(tmp_path):
+    now = int(pd.Timestamp.now(tz="UTC").timestamp())
+    soon, late = now + 60, now + 3_600
+    events = HEADER + f"1,2,4,100\n1,3,4,{soon}\n2,2,4,{late}\n2,3,4,2100-01-01T00:00:00Z\n"
+    with pytest.raises(IngestError) as err:
+        ingest(_generic(tmp_path, events), tmp_path / "out", **QUIET)
+    message = str(err.value)
+    assert "events.csv line 4, field 'timestamp': 2 timestamp(s) later than now + " in message
+    assert "max_future_skew_s=300s" in message and f"the first is '{late}'" in message
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+    wider = _generic(tmp_path, events).model_copy(update={"max_future_skew_s": 200 * 365 * 86400})
+    assert ingest(wider, tmp_path / "out", **QUIET).manifest["counts"]["events"] == 4
+    within = HEADER + f"1,2,4,100\n1,3,4,{soon}\n"
+    assert ingest(_generic(tmp_path, within), tmp_path / "out2", **QUIET).manifest["counts"][
+        "events"] == 2
