@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -25,11 +26,15 @@ from feast import (
     OnDemandFeatureView,
 )
 from feast.errors import FeatureViewNotFoundException
+from redis.exceptions import RedisError
 
 from feature_repo import definitions
 from features.config import FeatureConfig
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What an online read raises when the store is down, hung (a timeout) or busy: a caller that
+# can answer without it catches these, and nothing else.
+STORE_ERRORS = (RedisError, sqlite3.Error, OSError, TimeoutError)
 
 
 def open_store(cfg: FeatureConfig) -> FeatureStore:

@@ -23,6 +23,7 @@ from data.schema import IngestError
 from irec.config import PlatformConfig
 from irec.console import Console, fail, load_config, session
 from irec.serve_commands import ConfigOpt, VerboseOpt, print_answer, start_serving, wait_for_ctrl_c
+from serving.auth import client_token
 
 STEPS = ("ingest", "features build", "feast apply", "materialize",
          "train + package (Ray Train, BentoML)", "serve (Ray Serve)", "recommend")
@@ -138,7 +139,7 @@ def _run(cfg: PlatformConfig, console: Console, users: list[int], *, train_model
     step(5)
     http, grpc_target = start_serving(cfg, console)
     step(6)
-    _recommend(http, demo, console)
+    _recommend(http, demo, console, client_token(cfg.serving.auth))
     echo(f"done in {time.perf_counter() - started:.0f}s: {manifest['counts']['events']:,} "
          f"events, model {cfg.serving.model_tag}; POST {http}/recommend, gRPC "
          f"{grpc_target} (try `irec recommend --user {demo.users[0]}`)", fg="green")
@@ -146,11 +147,11 @@ def _run(cfg: PlatformConfig, console: Console, users: list[int], *, train_model
         wait_for_ctrl_c(echo)
 
 
-def _recommend(http: str, demo: DemoPlan, console: Console) -> None:
+def _recommend(http: str, demo: DemoPlan, console: Console, token: str | None) -> None:
     from ray_apps.client import APIError, HTTPClient
     from ray_apps.schemas import RecommendRequest
 
-    client = HTTPClient(http)
+    client = HTTPClient(http, token=token)
     asks = [(f"user {u}:", RecommendRequest(user_id=u, n=5)) for u in demo.users]
     if demo.query is not None:
         asks.append((f"user {demo.users[0]} asking for '{demo.query}':",

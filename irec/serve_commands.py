@@ -31,9 +31,18 @@ def start_serving(cfg: PlatformConfig, console: Console) -> tuple[str, str]:
     from ray_apps.app import start
     from ray_apps.config import STAGES
     from ray_apps.models import ContractError
+    from serving.auth import Authenticator, ensure_local_token
 
     args = cfg.app_args()
     s = cfg.serving
+    created = ensure_local_token(s.auth)
+    if created:
+        console.echo(f"auth: created token 'local' (read, write) in {created}; clients send "
+                     "'Authorization: Bearer <token>'")
+    try:
+        Authenticator(s.auth)  # the token file parses: fail here, not in a replica
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
     init_ray(console.verbose)
     console.echo(f"serve: starting {s.model_tag} (HTTP :{s.http_port}, gRPC :{s.grpc_port})")
     began = time.perf_counter()
@@ -123,12 +132,16 @@ def recommend_cmd(
     url: Annotated[str, typer.Option(help="HTTP endpoint.")] = "http://127.0.0.1:8000",
     grpc_target: Annotated[str | None, typer.Option(
         "--grpc", help="Use gRPC at this host:port instead of HTTP.")] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="IREC_API_TOKEN", show_default=False,
+        help="Bearer token (default: a read token of the local token file).")] = None,
 ) -> None:
     """Ask the running app for recommendations and print a table."""
     from pydantic import ValidationError
 
     from ray_apps.client import APIError, GRPCClient, HTTPClient
     from ray_apps.schemas import RecommendRequest, describe
+    from serving.auth import AuthConfig, client_token
 
     try:
         request = RecommendRequest(user_id=user, query=query, n=n, exclude=list(exclude),
@@ -137,7 +150,9 @@ def recommend_cmd(
         fail(describe(exc))
     except ValueError as exc:
         fail(str(exc))
-    client = GRPCClient(grpc_target) if grpc_target else HTTPClient(url)
+    token = token or client_token(AuthConfig())
+    client = (GRPCClient(grpc_target, token=token) if grpc_target
+              else HTTPClient(url, token=token))
     try:
         print_answer(client.recommend(request))
     except APIError as exc:
@@ -146,7 +161,34 @@ def recommend_cmd(
         fail(f"cannot reach {grpc_target or url}: {exc}")
 
 
+def token_create_cmd(
+    name: Annotated[str, typer.Argument(help="Who holds the token (letters, digits, ._-).")],
+    scopes: Annotated[list[str], typer.Option(
+        "--scope", help="read (recommendations) and/or write (events); repeatable.")] = ("read",),
+    config: ConfigOpt = Path("configs/tiny.yaml"),
+) -> None:
+    """Create (or replace) a bearer token in the serving token file and print it once."""
+    from pydantic import ValidationError
+
+    from serving.auth import create_token
+
+    auth = _config(config, None).serving.auth
+    try:
+        secret = create_token(auth, name, sorted(set(scopes)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"token {name!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    except ValueError as exc:  # the existing token file does not parse
+        fail(str(exc))
+    typer.echo(f"token {name!r} ({', '.join(sorted(set(scopes)))}) in "
+               f"{Path(auth.tokens_file).expanduser()}; send it as 'Authorization: Bearer "
+               f"<token>':\n{secret}")
+
+
 def register(app: typer.Typer) -> None:
+    tokens = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+    tokens.command("create")(token_create_cmd)
+    app.add_typer(tokens, name="token")
     app.command("serve")(serve_cmd)
     app.command("serve-config")(serve_config_cmd)
     app.command("recommend")(recommend_cmd)

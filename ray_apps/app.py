@@ -72,7 +72,8 @@ def build_app(args: AppArgs) -> Application:
     retrieval = _placed(Retrieval, args, "Retrieval").bind(features)
     intent = _placed(Intent, args, "Intent").bind(features)
     ranking = _placed(Ranking, args, "Ranking").bind(features)
-    return _placed(Ingress, args, "Ingress").bind(retrieval, intent, ranking)
+    return _placed(Ingress, args, "Ingress").bind(retrieval, intent, ranking,
+                                                  args.serving.auth)
 
 
 def serve_config(apps: dict[str, AppArgs]) -> dict:

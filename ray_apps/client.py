@@ -1,6 +1,6 @@
 """Typed clients of the recommendation API, over HTTP and gRPC, with the same interface.
 
-    client = HTTPClient("http://127.0.0.1:8000")     # or GRPCClient("127.0.0.1:9000")
+    client = HTTPClient("http://127.0.0.1:8000", token=...)   # or GRPCClient("127.0.0.1:9000")
     answer = client.recommend(RecommendRequest(user_id=42, n=5, query="something funny"))
 
 Both return ``RecommendResponse``; a rejected request raises ``APIError`` with the status (HTTP
@@ -25,9 +25,12 @@ class APIError(RuntimeError):
 
 
 class HTTPClient:
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 30.0,
+                 token: str | None = None) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
         self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         body = request.model_dump(mode="json", exclude_unset=True)
@@ -48,10 +51,11 @@ class HTTPClient:
 
 class GRPCClient:
     def __init__(self, target: str = "127.0.0.1:9000", application: str = "irec",
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, token: str | None = None) -> None:
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.RecommenderStub(self.channel)
-        self.metadata = (("application", application),)
+        self.metadata = (("application", application),
+                         *((("authorization", f"Bearer {token}"),) if token else ()))
         self.timeout_s = timeout_s
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:

@@ -115,6 +115,10 @@ class RetrievalKnobs(StageKnobs):
     ann_min_items: int = Field(100_000, ge=1)
     # Index cells scanned per query: more is slower and closer to exact.
     ann_nprobe: int = Field(64, ge=1, le=65_536)
+    # An online-store read slower than this (or failing) answers known users with the
+    # popularity fallback, flagged in cold_start_reason and counted; keep it well under
+    # serving.request_timeout_s.
+    feature_timeout_s: float = Field(1.0, gt=0, le=60)
 
 
 class IntentKnobs(StageKnobs):

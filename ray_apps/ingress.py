@@ -4,6 +4,10 @@
     GET  /healthz     {"status": "ok", "model": <tag>}
     gRPC irec.v1.Recommender/Recommend and /Health                (serving/recommend.proto)
 
+Every call but health and the API docs needs a bearer token with its scope (serving/auth.py):
+401 / UNAUTHENTICATED without a known token, 403 / PERMISSION_DENIED without the scope, checked
+before the body is read.
+
 Both protocols validate into the same pydantic request and run the same ``recommend``. Bad
 input is a 4xx naming the field (gRPC: INVALID_ARGUMENT / NOT_FOUND with the same message):
 wrong types and ranges 422, unknown user 404, oversized body 413, wrong content type 415.
@@ -37,9 +41,15 @@ from ray_apps.schemas import (
     to_proto,
 )
 from serving import recommend_pb2 as pb
+from serving.auth import AuthConfig, Authenticator, AuthError, Scope, TokenGuard, refuse
 
-GRPC_CODES = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
+              404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
               422: grpc.StatusCode.INVALID_ARGUMENT}
+# Open without a token: liveness/readiness probes and the API's own description.
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# The scope each route needs; any other path needs ``write`` (deny by default).
+SCOPES: dict[str, Scope] = {"/recommend": "read"}
 
 
 class RequestError(Exception):
@@ -61,19 +71,19 @@ class BodyGuard:
         headers = dict(scope["headers"])
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if kind != b"application/json":
-            await _reject(send, 415, "Content-Type",
-                          f"expected application/json, got {kind.decode() or 'nothing'!r}")
+            await refuse(send, 415, "Content-Type",
+                         f"expected application/json, got {kind.decode() or 'nothing'!r}")
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(send, 413, "body", f"{int(declared)} bytes > limit {self.max_bytes}")
+            await refuse(send, 413, "body", f"{int(declared)} bytes > limit {self.max_bytes}")
             return
         body = b""
         while True:  # also bounds chunked bodies that declare no length
             message = await receive()
             body += message.get("body", b"")
             if len(body) > self.max_bytes:
-                await _reject(send, 413, "body", f"more than {self.max_bytes} bytes")
+                await refuse(send, 413, "body", f"more than {self.max_bytes} bytes")
                 return
             if not message.get("more_body", False):
                 break
@@ -89,15 +99,14 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
-async def _reject(send, status: int, field: str, message: str) -> None:
-    response = JSONResponse({"error": f"{field}: {message}", "field": field}, status_code=status)
-    await response({"type": "http"}, None, send)
-
-
 def create_api(max_body_bytes: int) -> FastAPI:
     api = FastAPI(title="irec recommendations",
-                  description="Retrieval -> intent -> ranking over the user interest model.")
+                  description="Retrieval -> intent -> ranking over the user interest model. "
+                              "Send 'Authorization: Bearer <token>'.")
     api.add_middleware(BodyGuard, max_bytes=max_body_bytes)
+    # added last: runs first; the Ingress replica sets api.state.authenticator
+    api.add_middleware(TokenGuard, authenticator=lambda: api.state.authenticator,
+                       scopes=SCOPES, open_paths=OPEN_PATHS)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,8 +130,11 @@ API = create_api(MAX_BODY_BYTES)
 @serve.ingress(API)
 class Ingress:
     def __init__(self, retrieval: DeploymentHandle, intent: DeploymentHandle,
-                 ranking: DeploymentHandle) -> None:
+                 ranking: DeploymentHandle, auth: AuthConfig) -> None:
         self.retrieval, self.intent, self.ranking = retrieval, intent, ranking
+        # reads the token file now: a missing or malformed one fails the deployment, named
+        self.auth = Authenticator(auth)
+        API.state.authenticator = self.auth
         self.knobs: IngressUserConfig | None = None
         self.requests = Counter("irec_requests_total", description="Answered requests",
                                 tag_keys=("protocol",))
@@ -180,15 +192,27 @@ class Ingress:
     async def recommend_http(self, body: RecommendRequest) -> RecommendResponse:
         return await self.recommend(body, "http")
 
+    async def _health(self) -> Health:
+        model, store = await asyncio.gather(self.retrieval.model_tag.remote(),
+                                            self.retrieval.store_health.remote())
+        return Health(status="degraded" if store else "ok", model=model,
+                      detail=f"feature store: {store}" if store else "")
+
     @API.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
-        return Health(status="ok", model=await self.retrieval.model_tag.remote())
+        """200 while the app answers: ``degraded`` when it answers with a fallback."""
+        return await self._health()
 
     async def Recommend(self, message: pb.RecommendRequest,  # noqa: N802 (gRPC method name)
                         grpc_context: RayServegRPCContext) -> pb.RecommendResponse:
         try:
+            metadata = dict(grpc_context.invocation_metadata())
+            self.auth.check(metadata.get("authorization"), "read")
             request = from_proto(message)
             return to_proto(await self.recommend(request, "grpc"))
+        except AuthError as exc:
+            grpc_context.set_code(GRPC_CODES[exc.status])
+            grpc_context.set_details(f"{exc.field}: {exc.message}")
         except ValidationError as exc:
             grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             grpc_context.set_details(describe(exc))
@@ -198,4 +222,5 @@ class Ingress:
         return pb.RecommendResponse()
 
     async def Health(self, message: pb.HealthRequest) -> pb.HealthResponse:  # noqa: N802
-        return pb.HealthResponse(status="ok", model=await self.retrieval.model_tag.remote())
+        health = await self._health()
+        return pb.HealthResponse(status=health.status, model=health.model)

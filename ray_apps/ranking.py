@@ -24,7 +24,7 @@ import torch
 from ray import serve
 
 from features.config import FeatureConfig
-from features.store import open_store
+from features.store import STORE_ERRORS, open_store
 from ray_apps.config import RankingUserConfig
 from ray_apps.messages import Candidates, QueryIntent, Ranked
 from ray_apps.models import ModelCache, ServingModel, item_text, item_trends
@@ -73,7 +73,10 @@ class Ranking:
             return
 
         async def refresh() -> None:
-            self.popularity = await asyncio.to_thread(self._item_stats, num_items)
+            try:
+                self.popularity = await asyncio.to_thread(self._item_stats, num_items)
+            except STORE_ERRORS:  # the store is down: rank with the last values, retry later
+                pass
             self.read_at = time.monotonic()
 
         self.refreshing = asyncio.get_running_loop().create_task(refresh())

@@ -5,7 +5,12 @@ decay at request time) for a known user, or from the request for an anonymous on
 the state against the item matrix: exact below ``ann_min_items`` items (100,000 by default:
 under a millisecond on one core), a FAISS inverted-file index from there on (``ray_apps.ann``).
 Cold start (a known user with no history, or features older than the ``user_history`` TTL):
-the most popular items (Feast ``item_stats``), flagged for the later stages.
+the most popular items (Feast ``item_stats``, read when the model loads), flagged for the
+later stages. The online store is read in a thread, within ``feature_timeout_s``: when it is
+down or hung, known users get that same fallback, flagged "feature store unavailable" and
+counted (``irec_feature_fallback_total``), and health reports "degraded" until a read works.
+History ids the model does not know (items newer than the model) are dropped and counted
+(``irec_unknown_history_items_total``).
 The model's intent head reads the same state: its genre distribution (the catalogue's genre
 mix on cold start) travels with the candidates, for Ranking to blend with the query's intent.
 """
@@ -19,10 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 from ray import serve
+from ray.serve.metrics import Counter
 
 from data.ingest import read_manifest
 from features.config import FeatureConfig
-from features.store import online_features, open_store
+from features.store import STORE_ERRORS, online_features, open_store
 from ray_apps.ann import ItemIndex, set_threads, top_k
 from ray_apps.config import Clock, RetrievalUserConfig
 from ray_apps.messages import Candidates, Query, bad
@@ -42,6 +48,12 @@ class Retrieval:
         self.knobs: RetrievalUserConfig | None = None
         self.as_of: int | None = None  # the pinned serving clock; None = wall clock
         self.popularity: np.ndarray | None = None
+        self.store_error = ""  # why the last online read failed; "" once one works again
+        self.fallbacks = Counter("irec_feature_fallback_total", tag_keys=("error",),
+                                 description="Known users answered by the popularity fallback "
+                                             "because the online store failed or timed out")
+        self.unknown_items = Counter("irec_unknown_history_items_total",
+                                     description="History items the model does not know, dropped")
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
@@ -77,6 +89,25 @@ class Retrieval:
     def model_tag(self) -> str:
         return self.models.current or ""
 
+    def store_health(self) -> str:
+        """"" when the last online read worked, else why it failed."""
+        return self.store_error
+
+    async def _read(self, users: list[dict], now: int) -> dict | None:
+        """The users' features, or None (the error recorded and counted) within the timeout."""
+        try:
+            got = await asyncio.wait_for(asyncio.to_thread(
+                online_features, self.store, users, self.service, now),
+                self.knobs.feature_timeout_s)
+        except STORE_ERRORS as exc:
+            kind = type(exc).__name__
+            self.store_error = f"{kind}: {exc}"[:300] if str(exc) else (
+                f"{kind} after feature_timeout_s={self.knobs.feature_timeout_s}s")
+            self.fallbacks.inc(len(users), tags={"error": kind})
+            return None
+        self.store_error = ""
+        return got
+
     async def __call__(self, query: Query) -> Candidates:
         return await self.retrieve(query)
 
@@ -92,14 +123,19 @@ class Retrieval:
         histories: dict[int, tuple[list, list, list]] = {}
         if users:
             tick = time.perf_counter()
-            got = online_features(self.store, [{"user_id": queries[i].user_id} for i in users],
-                                  self.service, request_ts=now)
+            got = await self._read([{"user_id": queries[i].user_id} for i in users], now)
             feast_ms = (time.perf_counter() - tick) * 1000
             for row, i in enumerate(users):
-                out[i] = self._from_features(queries[i], got, row, model, now)
+                if got is None:
+                    out[i] = self._cold(queries[i], model, now,
+                                        f"feature store unavailable ({self.store_error})")
+                    continue
+                history = self._known(model, got["hist_item_ids"][row] or [],
+                                      got["hist_timestamps"][row] or [],
+                                      got["hist_ratings"][row] or [])
+                out[i] = self._from_features(queries[i], got, row, model, now, history)
                 if out[i] is None:
-                    histories[i] = (got["hist_item_ids"][row], got["hist_timestamps"][row],
-                                    got["hist_ratings"][row])
+                    histories[i] = history
         for i, q in enumerate(queries):
             if out[i] is None and q.user_id is None:
                 histories[i] = (q.items, q.stamps, q.ratings)
@@ -126,15 +162,25 @@ class Retrieval:
                            f"unknown item {item} (ids run 1..{model.num_items})")
         return None
 
-    def _from_features(self, q: Query, got: dict, row: int, model: ServingModel,
-                       now: int) -> Candidates | None:
+    def _known(self, model: ServingModel, ids: list, stamps: list,
+               ratings: list) -> tuple[list, list, list]:
+        """The events whose item the model knows (items added after it was trained are not)."""
+        keep = [j for j, item in enumerate(ids) if 0 < item <= model.num_items]
+        if len(keep) < len(ids):
+            self.unknown_items.inc(len(ids) - len(keep))
+            ids, stamps, ratings = ([x[j] for j in keep] for x in (ids, stamps, ratings))
+        return list(ids), list(stamps), list(ratings)
+
+    def _from_features(self, q: Query, got: dict, row: int, model: ServingModel, now: int,
+                       history: tuple[list, list, list]) -> Candidates | None:
         """A finished answer for unknown or cold users; None when the history is usable."""
         since = got["seconds_since_last_event"][row]
         if since is None:
             return bad(model.tag, "user_id", f"unknown user {q.user_id}: the feature store has "
                        "no events for it", status=404)
-        if not got["hist_item_ids"][row]:
-            return self._cold(q, model, now, "no history")
+        if not history[0]:
+            return self._cold(q, model, now, "no history the model knows"
+                              if got["hist_item_ids"][row] else "no history")
         if since > self.ttl_s:
             return self._cold(q, model, now, f"last event {since / 86_400:.0f} days ago, past "
                               f"the {self.ttl_s / 86_400:.0f}-day feature TTL")

@@ -84,8 +84,9 @@ class RecommendResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # ok, or degraded: answering, with a fallback where the feature store fails
     model: str
+    detail: str = ""  # why degraded
 
 
 def from_proto(message: Message) -> RecommendRequest:

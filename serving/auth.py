@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +32,8 @@ from pydantic import BaseModel, Field, ValidationError
 from data.config import StrictModel
 
 TOKENS_ENV = "IREC_API_TOKENS"
+# What a client sends, when set (irec recommend, the benchmarks).
+CLIENT_TOKEN_ENV = "IREC_API_TOKEN"
 Scope = Literal["read", "write"]
 MIN_TOKEN_CHARS = 32
 
@@ -163,3 +167,70 @@ def create_token(cfg: AuthConfig, name: str, scopes: list[Scope]) -> str:
         os.fsync(out.fileno())
     os.replace(temp, path)
     return secret
+
+
+def client_token(cfg: AuthConfig, scope: Scope = "read") -> str | None:
+    """The token a local client sends: ``$IREC_API_TOKEN``, else the token file's first token
+    with ``scope``; None when there is neither."""
+    if os.environ.get(CLIENT_TOKEN_ENV):
+        return os.environ[CLIENT_TOKEN_ENV]
+    path = Path(cfg.tokens_file).expanduser()
+    if not path.exists():
+        return None
+    for token in read_token_file(path).tokens:
+        if scope in token.scopes or (scope == "read" and "write" in token.scopes):
+            return token.token
+    return None
+
+
+def ensure_local_token(cfg: AuthConfig) -> Path | None:
+    """Create token ``local`` (read, write) when auth is on and there is no token source.
+
+    Returns the token file it created, or None when there was nothing to do.
+    """
+    path = Path(cfg.tokens_file).expanduser()
+    if not cfg.enabled or os.environ.get(TOKENS_ENV) is not None or path.exists():
+        return None
+    create_token(cfg, "local", ["read", "write"])
+    return path
+
+
+class TokenGuard:
+    """ASGI middleware: the bearer token and its scope, before anything reads the body.
+
+    ``scopes`` maps a route to the scope it needs; any other route needs ``write`` (deny by
+    default), except ``open_paths`` (health, the API description). ``authenticator`` gives
+    the process's ``Authenticator`` (built when the server starts, after this middleware).
+    """
+
+    def __init__(self, app, authenticator: Callable[[], Authenticator],
+                 scopes: dict[str, Scope], open_paths: frozenset[str]) -> None:
+        self.app, self.authenticator = app, authenticator
+        self.scopes, self.open_paths = scopes, open_paths
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        root = scope.get("root_path", "")
+        path = scope["path"][len(root):] if scope["path"].startswith(root) else scope["path"]
+        path = "/" + path.lstrip("/")
+        if path not in self.open_paths:
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            try:
+                self.authenticator().check(header, self.scopes.get(path, "write"))
+            except AuthError as exc:
+                await refuse(send, exc.status, exc.field, exc.message,
+                             [(b"www-authenticate", b"Bearer")] if exc.status == 401 else [])
+                return
+        await self.app(scope, receive, send)
+
+
+async def refuse(send, status: int, field: str, message: str,
+                 headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``{"error": "<field>: <message>", "field": <field>}`` with ``status``."""
+    body = json.dumps({"error": f"{field}: {message}", "field": field}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -7,10 +7,16 @@
 POST /recommend {"history": [{"item_id": 50, "timestamp": 893286638, "rating": 5}], "n": 10}
 returns the top-n unseen items with titles and scores. Unknown item ids are a 400 that names
 the offending ``history[i].item_id``; malformed bodies are pydantic 400s.
+
+Authentication as the Ray Serve app (serving/auth.py): ``Authorization: Bearer <token>`` with
+the read scope, from the token file ``$IREC_TOKENS_FILE`` (default ``~/.config/irec/tokens.yaml``)
+or ``$IREC_API_TOKENS``; ``IREC_AUTH=off`` serves without tokens (a closed network only).
+BentoML's health and metrics endpoints stay open.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import bentoml
@@ -18,8 +24,13 @@ import torch
 from pydantic import BaseModel, Field
 
 from serving import package
+from serving.auth import AuthConfig, Authenticator, TokenGuard
 
 MODEL_TAG = os.environ.get("IREC_MODEL_TAG", f"{package.MODEL_NAME}:latest")
+AUTH = AuthConfig(enabled=os.environ.get("IREC_AUTH", "on") != "off",
+                  **({"tokens_file": os.environ["IREC_TOKENS_FILE"]}
+                     if "IREC_TOKENS_FILE" in os.environ else {}))
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
 
 
 class HistoryEvent(BaseModel):
@@ -52,6 +63,7 @@ class InterestRecommender:
     stored = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
+        authenticator()  # a missing or malformed token file stops the server here, named
         self.packaged = package.load(str(self.stored.tag))
         self.items = self.packaged.items.set_index("item_id")
         self.max_len = self.packaged.model.cfg.max_len
@@ -79,3 +91,13 @@ class InterestRecommender:
             Recommendation(item_id=int(i), raw_item_id=str(self.items.raw_item_id[int(i)]),
                            title=str(self.items.title[int(i)]), score=float(s))
             for s, i in zip(top.values, top.indices, strict=True)])
+
+
+@functools.cache
+def authenticator() -> Authenticator:
+    """The worker process's token checker (the file is re-read when it changes)."""
+    return Authenticator(AUTH)
+
+
+InterestRecommender.add_asgi_middleware(TokenGuard, authenticator=authenticator,
+                                        scopes={"/recommend": "read"}, open_paths=OPEN_PATHS)

@@ -7,13 +7,33 @@ serving clock is pinned to the end of ML-100K (1998), so users are within the fe
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 
+from ray_apps.client import HTTPClient
 from ray_apps.config import STAGES, AppArgs, DeploymentConfig, ServingConfig
 from serving import package
+from serving.auth import AuthConfig, create_token
 from tests.helpers import free_port
+
+
+class Served(NamedTuple):
+    """The running app: its HTTP url, gRPC target and a read-scope token."""
+
+    http: str
+    grpc: str
+    token: str
+
+    def client(self) -> HTTPClient:
+        return HTTPClient(self.http, token=self.token)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def metadata(self, application: str = "irec") -> tuple[tuple[str, str], ...]:
+        return (("application", application), ("authorization", f"Bearer {self.token}"))
 
 
 def save_model(untrained, seed_offset: float = 0.0, services: dict | None = None) -> str:
@@ -39,21 +59,34 @@ def model_tag(untrained) -> str:
 
 
 @pytest.fixture(scope="session")
-def app_args(ml100k_workspace, model_tag) -> AppArgs:
-    small = DeploymentConfig(ray_actor_options={"num_cpus": 0.1})
-    return AppArgs(features=ml100k_workspace, serving=ServingConfig(
-        model_tag=model_tag, clock="dataset_end", http_port=free_port(),
-        grpc_port=free_port(), deployments={s: small for s in STAGES}))
+def auth(tmp_path_factory) -> AuthConfig:
+    """A token file of the test session: ``reader`` (read) and ``writer`` (write)."""
+    return AuthConfig(tokens_file=str(tmp_path_factory.mktemp("auth") / "tokens.yaml"))
 
 
 @pytest.fixture(scope="session")
-def served(ray_cluster, app_args):
-    """(http_url, grpc_target) of the running application."""
+def tokens(auth) -> dict[str, str]:
+    return {"read": create_token(auth, "reader", ["read"]),
+            "write": create_token(auth, "writer", ["write"])}
+
+
+@pytest.fixture(scope="session")
+def app_args(ml100k_workspace, model_tag, auth, tokens) -> AppArgs:
+    small = DeploymentConfig(ray_actor_options={"num_cpus": 0.1})
+    return AppArgs(features=ml100k_workspace, serving=ServingConfig(
+        model_tag=model_tag, clock="dataset_end", http_port=free_port(),
+        grpc_port=free_port(), deployments={s: small for s in STAGES}, auth=auth))
+
+
+@pytest.fixture(scope="session")
+def served(ray_cluster, app_args, tokens) -> Served:
+    """The running application (see ``Served``)."""
     from ray import serve
 
     from ray_apps.app import start
 
     start(app_args)
     serving = app_args.serving
-    yield f"http://127.0.0.1:{serving.http_port}", f"127.0.0.1:{serving.grpc_port}"
+    yield Served(f"http://127.0.0.1:{serving.http_port}", f"127.0.0.1:{serving.grpc_port}",
+                 tokens["read"])
     serve.shutdown()

@@ -21,9 +21,8 @@ REQUESTS = [
 
 @pytest.mark.parametrize("request_", REQUESTS, ids=["user", "user+query", "history"])
 def test_http_and_grpc_return_the_same_top_n(served, request_):
-    http, target = served
-    over_http = HTTPClient(http).recommend(request_)
-    over_grpc = GRPCClient(target).recommend(request_)
+    over_http = served.client().recommend(request_)
+    over_grpc = GRPCClient(served.grpc, token=served.token).recommend(request_)
     assert len(over_http.items) == request_.n
     assert [i.item_id for i in over_http.items] == [i.item_id for i in over_grpc.items]
     assert [i.score for i in over_http.items] == pytest.approx([i.score for i in over_grpc.items])
@@ -45,14 +44,14 @@ def test_user_history_comes_from_the_feature_store(served, ml100k_workspace):
 
     events = pd.read_parquet(ml100k_workspace.data_dir / "events.parquet")
     rated = set(events.loc[events.user_id == 42, "item_id"].tail(50))
-    answer = HTTPClient(served[0]).recommend(RecommendRequest(user_id=42, n=50))
+    answer = served.client().recommend(RecommendRequest(user_id=42, n=50))
     assert not rated & {i.item_id for i in answer.items}
     explained = {h for i in answer.items for h in i.explanation.because_of}
     assert explained and explained <= rated
 
 
 def test_a_query_steers_intent_towards_its_genre(served):
-    client = HTTPClient(served[0])
+    client = served.client()
     plain = client.recommend(RecommendRequest(user_id=42, n=10))
     steered = client.recommend(RecommendRequest(user_id=42, n=10, query="a horror movie"))
     assert steered.intent["Horror"] > plain.intent["Horror"]
@@ -80,21 +79,24 @@ BAD_HTTP = [
 
 @pytest.mark.parametrize(("body", "status", "names"), BAD_HTTP)
 def test_bad_http_input_is_a_4xx_naming_the_field(served, body, status, names):
-    reply = requests.post(f"{served[0]}/recommend", json=body, timeout=30)
+    reply = requests.post(f"{served.http}/recommend", json=body, timeout=30,
+                          headers=served.headers())
     assert reply.status_code == status, reply.text
     assert names in reply.json()["error"]
 
 
 def test_malformed_body_wrong_type_and_oversized_are_rejected(served):
-    url = f"{served[0]}/recommend"
-    broken = requests.post(url, data="{not json", headers={"Content-Type": "application/json"})
+    url = f"{served.http}/recommend"
+    broken = requests.post(url, data="{not json",
+                           headers={"Content-Type": "application/json", **served.headers()})
     assert broken.status_code == 422
-    text = requests.post(url, data="user_id=42", headers={"Content-Type": "text/plain"})
+    text = requests.post(url, data="user_id=42",
+                         headers={"Content-Type": "text/plain", **served.headers()})
     assert text.status_code == 415 and "Content-Type" in text.json()["error"]
     huge = requests.post(url, data=b"[" + b"1," * 200_000 + b"1]",
-                         headers={"Content-Type": "application/json"})
+                         headers={"Content-Type": "application/json", **served.headers()})
     assert huge.status_code == 413 and "body" in huge.json()["error"]
-    listed = requests.post(url, json=[1, 2, 3])
+    listed = requests.post(url, json=[1, 2, 3], headers=served.headers())
     assert listed.status_code == 422
 
 
@@ -115,19 +117,19 @@ BAD_GRPC = [
 
 @pytest.mark.parametrize(("message", "code", "names"), BAD_GRPC)
 def test_bad_grpc_input_is_invalid_argument_naming_the_field(served, message, code, names):
-    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Recommend(message, metadata=(("application", "irec"),), timeout=30)
+        stub.Recommend(message, metadata=served.metadata(), timeout=30)
     assert caught.value.code() == code
     assert names in caught.value.details()
 
 
-def test_health_over_both_protocols(served, model_tag):
-    assert HTTPClient(served[0]).health().model == model_tag
-    assert GRPCClient(served[1]).health().model == model_tag
+def test_health_over_both_protocols_needs_no_token(served, model_tag):
+    assert HTTPClient(served.http).health().model == model_tag
+    assert GRPCClient(served.grpc).health().model == model_tag
 
 
 def test_client_raises_a_typed_error(served):
     with pytest.raises(APIError) as caught:
-        HTTPClient(served[0]).recommend(RecommendRequest(user_id=99999))
+        served.client().recommend(RecommendRequest(user_id=99999))
     assert caught.value.status == 404 and "user_id" in caught.value.message

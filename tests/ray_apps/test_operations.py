@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from ray_apps.app import CONTROLLER_ENV, REPLICA_ENV, apply, deploy, preflight, serve_config
-from ray_apps.client import GRPCClient, HTTPClient
+from ray_apps.client import GRPCClient
 from ray_apps.config import STAGES, AppArgs, Clock, DeploymentConfig, with_model_tag
 from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest
@@ -39,7 +39,7 @@ def test_expired_features_fall_back_to_popularity_within_intent(served, app_args
     """Past the 365-day TTL of user_history, a known user is served the cold-start path."""
     _redeploy(_with(app_args, clock=dataset_end + 400 * 86_400))
     try:
-        client = HTTPClient(served[0])
+        client = served.client()
         cold = client.recommend(RecommendRequest(user_id=42, n=10))
         assert cold.cold_start and "TTL" in cold.cold_start_reason
         assert len(cold.items) == 10
@@ -50,12 +50,12 @@ def test_expired_features_fall_back_to_popularity_within_intent(served, app_args
         assert in_genre >= 8
     finally:
         _redeploy(app_args)
-    assert not HTTPClient(served[0]).recommend(RecommendRequest(user_id=42)).cold_start
+    assert not served.client().recommend(RecommendRequest(user_id=42)).cold_start
 
 
 def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrained):
     new_tag = save_model(untrained, seed_offset=0.01)
-    client = HTTPClient(served[0])
+    client = served.client()
     seen: list[str] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -110,11 +110,12 @@ def test_overload_gets_503_and_resource_exhausted(served, app_args):
     try:
         with ThreadPoolExecutor(24) as pool:
             codes = list(pool.map(lambda _: requests.post(
-                f"{served[0]}/tight/recommend", json=body, timeout=60).status_code, range(48)))
+                f"{served.http}/tight/recommend", json=body, timeout=60,
+                headers=served.headers()).status_code, range(48)))
         assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0
-        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
         message = pb.RecommendRequest(user_id=42, n=10, query="an adventure in space")
-        calls = [stub.Recommend.future(message, metadata=(("application", "tight"),),
+        calls = [stub.Recommend.future(message, metadata=served.metadata("tight"),
                                        timeout=60) for _ in range(48)]
         outcomes = []
         for call in calls:
@@ -127,7 +128,7 @@ def test_overload_gets_503_and_resource_exhausted(served, app_args):
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes
     finally:
         _redeploy(app_args)
-    assert GRPCClient(served[1]).health().status == "ok"
+    assert GRPCClient(served.grpc, token=served.token).health().status == "ok"
 
 
 def test_serve_config_is_the_builders_output(app_args):
@@ -174,7 +175,7 @@ def test_serve_switches_reach_the_live_proxy_and_replicas(served):
 
 def test_fuzzed_requests_never_get_a_server_error(served):
     """Schemathesis generates requests from the live OpenAPI schema; none may get a 5xx."""
-    schema = schemathesis.openapi.from_url(f"{served[0]}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{served.http}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {o.path for o in operations} >= {"/recommend", "/healthz"}
     for operation in operations:
@@ -183,7 +184,7 @@ def test_fuzzed_requests_never_get_a_server_error(served):
         @settings(max_examples=40, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def no_server_error(case) -> None:
-            response = case.call(timeout=60)
+            response = case.call(timeout=60, headers=served.headers())
             assert response.status_code < 500, (case.body, response.text)
 
         no_server_error()
@@ -192,8 +193,8 @@ def test_fuzzed_requests_never_get_a_server_error(served):
 def test_a_grpc_message_over_the_body_limit_is_refused_by_the_proxy(served):
     """Like HTTP's 413, a gRPC message over 256 KiB never reaches the app (Serve's default
     limit is 2 GiB: a 1.6 MB message used to be read, routed and validated)."""
-    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
-    metadata = (("application", "irec"),)
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
+    metadata = served.metadata()
     big = pb.RecommendRequest(user_id=42, n=5, query="space " * 270_000)  # 1.6 MB
     with pytest.raises(grpc.RpcError) as refused:
         stub.Recommend(big, metadata=metadata, timeout=30)
@@ -210,17 +211,17 @@ def test_a_client_header_cannot_lift_the_request_deadline(served, app_args):
         update={"request_timeout_s": 0.005})})
     deploy({"irec": app_args, "quick": quick})
     try:
-        url = f"{served[0]}/quick/recommend"
+        url = f"{served.http}/quick/recommend"
         lifted = requests.post(url, json={"user_id": 42, "n": 5}, timeout=60,
-                               headers={"x-request-timeout-seconds": "0"})
+                               headers={"x-request-timeout-seconds": "0", **served.headers()})
         assert lifted.status_code == 408, lifted.text
         assert lifted.json() == {"error": "request: not answered within "
                                           "request_timeout_s=0.005s", "field": "request"}
-        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served[1]))
+        stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
         with pytest.raises(grpc.RpcError) as late:
             stub.Recommend(pb.RecommendRequest(user_id=42, n=5), timeout=60,
-                           metadata=(("application", "quick"),))
+                           metadata=served.metadata("quick"))
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late.value
     finally:
         _redeploy(app_args)
-    assert HTTPClient(served[0]).recommend(RecommendRequest(user_id=42, n=5)).items
+    assert served.client().recommend(RecommendRequest(user_id=42, n=5)).items

@@ -11,19 +11,23 @@ import httpx
 import pytest
 
 from serving import package
+from serving.auth import AuthConfig, create_token
 from tests.helpers import ROOT, free_port, wait_until
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 
 @pytest.fixture(scope="module")
-def served(untrained):
+def served(untrained, tmp_path_factory):
+    """(url, tag, model, read token) of a real `bentoml serve`."""
     model, data, items, services = untrained
+    auth = AuthConfig(tokens_file=str(tmp_path_factory.mktemp("auth") / "tokens.yaml"))
+    token = create_token(auth, "bento-client", ["read"])
     tag = package.save(model, items, metrics={package.SCORE: 0.0}, dataset_fingerprint="0" * 64,
                        feature_services=services, genre_names=data.genre_names,
                        log=lambda _: None)
     port = free_port()
-    env = {**os.environ, "IREC_MODEL_TAG": tag}
+    env = {**os.environ, "IREC_MODEL_TAG": tag, "IREC_TOKENS_FILE": auth.tokens_file}
     proc = subprocess.Popen([BENTOML, "serve", "serving.service:InterestRecommender",
                              "--port", str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -39,18 +43,28 @@ def served(untrained):
     except BaseException:
         proc.kill()
         raise
-    yield url, tag, model
+    yield url, tag, model, token
     proc.terminate()
     proc.wait(timeout=20)
 
 
-def _post(url: str, body) -> httpx.Response:
-    return httpx.post(f"{url}/recommend", json=body, timeout=10)
+def _post(served, body, token: str | None = None) -> httpx.Response:
+    return httpx.post(f"{served[0]}/recommend", json=body, timeout=10,
+                      headers={"Authorization": f"Bearer {token or served[3]}"})
+
+
+def test_the_bento_needs_a_read_token_and_keeps_health_open(served):
+    body = {"request": {"history": [{"item_id": 50}]}}
+    bare = httpx.post(f"{served[0]}/recommend", json=body, timeout=10)
+    assert bare.status_code == 401 and bare.json()["field"] == "authorization"
+    assert _post(served, body, token="x" * 40).status_code == 401
+    assert httpx.get(f"{served[0]}/readyz", timeout=10).status_code == 200
+    assert _post(served, body).status_code == 200
 
 
 def test_recommend_returns_top_n_unseen_items_from_the_stored_model(served):
-    url, tag, _ = served
-    response = _post(url, {"request": {"history": [{"item_id": 50, "rating": 5,
+    tag = served[1]
+    response = _post(served, {"request": {"history": [{"item_id": 50, "rating": 5,
                                                     "timestamp": 893286638}],
                                        "n": 7, "exclude": [1]}})
     assert response.status_code == 200, response.text
@@ -70,13 +84,13 @@ def test_recommend_returns_top_n_unseen_items_from_the_stored_model(served):
     ({"request": {}}, 400, "history"),
 ])
 def test_bad_requests_are_400s_naming_the_field(served, body, status, fragment):
-    response = _post(served[0], body)
+    response = _post(served, body)
     assert response.status_code == status, response.text
     assert fragment in response.text
 
 
 def test_bentoml_build_packages_the_service(served, tmp_path):
-    _, tag, _ = served
+    tag = served[1]
     env = {**os.environ, "IREC_MODEL_TAG": tag}
     done = subprocess.run([BENTOML, "build", "-f", "serving/bentofile.yaml", "."], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
