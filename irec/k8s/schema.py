@@ -61,6 +61,8 @@ REF = {name: {"$ref": f"#/definitions/{name}"} for name in
 CRON = string(pattern=SCHEDULE_PATTERN, description="Cron schedule: five fields (minute hour "
               "day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly/"
               "@every <duration>, as KubeRay and Kubernetes parse it (robfig/cron).")
+# Redis `maxmemory`: bytes, or with a unit.
+MAXMEMORY = string(pattern=r"^\d+(b|kb|mb|gb)?$")
 # KubeRay: a RayJob name is a DNS-1035 label of at most 47 characters.
 RAYJOB_NAME = string(pattern=r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$", maxLength=47)
 
@@ -134,7 +136,7 @@ def overrides(model: type[BaseModel], description: str, exclude: tuple[str, ...]
 
     result = inline(schema)
     for key in exclude:
-        del result["properties"][key]
+        result["properties"].pop(key, None)
     result["description"] = description
     return result
 
@@ -143,9 +145,12 @@ def values_schema() -> dict:
     serving = obj({
         "enabled": BOOLEAN, "modelTag": string(), "serveConfigV2": string(),
         "app": overrides(ServingConfig, "Changes to the serving section of configs/k8s.yaml "
-                         "(ray_apps.config.ServingConfig); modelTag sets the model.",
-                         exclude=("model_tag", "http_port", "grpc_port")),
+                         "(ray_apps.config.ServingConfig); modelTag sets the model, "
+                         "serving.auth the API tokens.",
+                         exclude=("model_tag", "http_port", "grpc_port", "auth")),
         "rayVersion": string(pattern=r"^\d+\.\d+\.\d+$"),
+        "auth": obj({"enabled": BOOLEAN, "existingSecret": string(),
+                     "secretKey": string(pattern=r"^[-._a-zA-Z0-9]+$")}),
         "upgradeStrategy": obj({
             "type": string(enum=["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]),
             "clusterUpgradeOptions": obj({
@@ -160,8 +165,17 @@ def values_schema() -> dict:
                             "upscalingMode": string(enum=["Default", "Aggressive",
                                                           "Conservative"]),
                             "resources": REF["resources"]}),
-        "gcsFaultTolerance": obj({"enabled": BOOLEAN, "redisAddress": string(),
-                                  "externalStorageNamespace": string()}),
+        "gcsFaultTolerance": obj({
+            "enabled": BOOLEAN,
+            "redisAddress": string(pattern=r"^([^:/\s]+:[0-9]{1,5})?$"),
+            "auth": obj({"existingSecret": string(),
+                         "existingSecretPasswordKey": string(minLength=1)}),
+            "externalStorageNamespace": string(),
+            "redis": obj({"maxmemory": MAXMEMORY, "resources": REF["resources"],
+                          "persistence": obj({"enabled": BOOLEAN, "size": QUANTITY,
+                                              "storageClassName": string()}),
+                          **scheduling(affinity=False),
+                          "podDisruptionBudget": obj({"enabled": BOOLEAN})})}),
         "head": obj({"resources": REF["resources"], **scheduling()}),
         "workers": obj({
             "cpu": obj({"replicas": integer(), "minReplicas": integer(),
@@ -181,7 +195,7 @@ def values_schema() -> dict:
                            "excludes": {"type": "array", "items": string()},
                            "config": {"type": "object"}}),
         "shutdownAfterJobFinishes": BOOLEAN, "ttlSecondsAfterFinished": integer(),
-        "backoffLimit": integer(), "activeDeadlineSeconds": integer(),
+        "backoffLimit": integer(), "activeDeadlineSeconds": integer(1),
         "schedule": obj({"enabled": BOOLEAN, "cron": CRON, "timeZone": string(minLength=1),
                          "suspend": BOOLEAN}),
         "job": obj({"enabled": BOOLEAN, "name": RAYJOB_NAME}),
@@ -207,10 +221,13 @@ def values_schema() -> dict:
                                                    "maxUnavailable": integer(1)})}),
         "apply": obj({"enabled": BOOLEAN, "onUpgrade": BOOLEAN, "ingest": BOOLEAN,
                       "build": BOOLEAN, "materialize": BOOLEAN, "backoffLimit": integer(),
+                      "activeDeadlineSeconds": integer(1),
                       "ttlSecondsAfterFinished": integer(), "resources": REF["resources"]}),
         "materialize": obj({"enabled": BOOLEAN, "schedule": CRON,
                             "timeZone": string(minLength=1), "suspend": BOOLEAN,
-                            "backoffLimit": integer(), "ttlSecondsAfterFinished": integer(),
+                            "backoffLimit": integer(), "activeDeadlineSeconds": integer(1),
+                            "startingDeadlineSeconds": integer(1),
+                            "ttlSecondsAfterFinished": integer(),
                             "historyLimit": integer(), "resources": REF["resources"]}),
     })
     redis = obj({
@@ -219,7 +236,7 @@ def values_schema() -> dict:
         "external": obj({"host": string(), "port": integer(1, maximum=65535), "tls": BOOLEAN}),
         "image": REF["image"], "runAsUser": integer(1),
         "persistence": obj({"enabled": BOOLEAN, "size": QUANTITY, "storageClassName": string()}),
-        "maxmemory": string(pattern=r"^\d+(b|kb|mb|gb)?$"),
+        "maxmemory": MAXMEMORY,
         "resources": REF["resources"], **scheduling(affinity=False),
         "podDisruptionBudget": obj({"enabled": BOOLEAN}),
     })
@@ -237,6 +254,7 @@ def values_schema() -> dict:
         "apiServerCIDRs": {"type": "array", "items": string(pattern=r"^[0-9a-fA-F.:]+/\d+$")},
         "apiServerPorts": {"type": "array", "items": integer(1, maximum=65535)},
         "metricsScrapers": REF["peers"], "externalRedis": REF["peers"],
+        "externalGcsRedis": REF["peers"],
         "datasetDownload": obj({"enabled": BOOLEAN, "to": REF["peers"],
                                 "ports": {"type": "array", "minItems": 1,
                                           "items": integer(1, maximum=65535)}}),
@@ -253,6 +271,10 @@ def values_schema() -> dict:
         "podSecurityContext": obj({"runAsUser": integer(1), "runAsGroup": integer(1),
                                    "fsGroup": integer(1)},
                                   description="Non-root IDs only (restricted profile)."),
+        "topologySpread": obj({
+            "enabled": BOOLEAN, "topologyKey": string(minLength=1), "maxSkew": integer(1),
+            "whenUnsatisfiable": string(enum=["ScheduleAnyway", "DoNotSchedule"])}),
+        "rayAuth": obj({"secretName": string(pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")}),
         "networkPolicy": network, "serving": serving, "retraining": retraining,
         "features": features, "redis": redis, "modelStore": model_store,
     }, **{"$schema": "http://json-schema.org/draft-07/schema#", "title": "irec chart values",

@@ -41,7 +41,17 @@ TOGGLES = {
     "gpu-serving": {"serving": {"workers": {"gpu": {"enabled": True}}}},
     "one-off-job": {"retraining": {"job": {"enabled": True}}},
     "keep-cluster": {"retraining": {"shutdownAfterJobFinishes": False, "job": {"enabled": True}}},
-    "no-deadline": {"retraining": {"activeDeadlineSeconds": 0}},
+    "short-deadlines": {"retraining": {"activeDeadlineSeconds": 1},
+                        "features": {"apply": {"activeDeadlineSeconds": 1},
+                                     "materialize": {"activeDeadlineSeconds": 1,
+                                                     "startingDeadlineSeconds": 1}}},
+    "external-gcs-redis": {"serving": {"gcsFaultTolerance": {
+        "enabled": True, "redisAddress": "gcs-redis.data.svc:6380",
+        "auth": {"existingSecret": "gcs-redis", "existingSecretPasswordKey": "password"}}}},
+    "no-api-auth": {"serving": {"auth": {"enabled": False}}},
+    "ray-auth-secret": {"rayAuth": {"secretName": "irec-ray-token"}},
+    "feature-server": {"features": {"server": {"enabled": True}}},
+    "no-spread": {"topologySpread": {"enabled": False}},
     "incremental-upgrade": FULL_UPGRADE,
     "local-dataset": {"features": {"dataset": {"path": "/data/features/raw/ml-100k"}}},
     "descriptor-schedules": {"retraining": {"schedule": {"cron": "@weekly"}},
@@ -317,12 +327,16 @@ def test_kubernetes_quantities_are_accepted_and_fractions_only_as_strings():
                                                                                values))
 
 
-def test_a_disruption_budget_above_the_serving_workers_is_refused():
-    values = merge_values(ROOT_VALUES, {"serving": {"podDisruptionBudget": {"minAvailable": 3}}})
+@pytest.mark.parametrize("min_available", [2, 3])
+def test_a_disruption_budget_not_below_the_serving_workers_is_refused(min_available):
+    """minAvailable equal to the workers at their minimum already allows no eviction."""
+    values = merge_values(ROOT_VALUES, {"serving": {"podDisruptionBudget": {
+        "minAvailable": min_available}}})
     assert refused(values).startswith(
-        "serving.podDisruptionBudget.minAvailable=3 is above the serving workers "
-        "(serving.workers.cpu.minReplicas=1 = 1)")
+        f"serving.podDisruptionBudget.minAvailable={min_available} must be below the serving "
+        "workers (serving.workers.cpu.minReplicas=2 = 2)")
     fixed = {"serving": {"autoscaling": {"enabled": False},
+                         "workers": {"cpu": {"replicas": 3, "minReplicas": 3}},
                          "podDisruptionBudget": {"minAvailable": 2}}}
     assert by_kind(render(merge_values(ROOT_VALUES, fixed)), "PodDisruptionBudget")
 

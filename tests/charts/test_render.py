@@ -60,7 +60,7 @@ def test_every_container_has_requests_and_limits(case, rendered):
 @pytest.mark.parametrize("case", CASES)
 def test_writable_paths_are_emptydirs_or_data_volumes(case, rendered):
     """Read-only root: /tmp everywhere and /tmp/ray in Ray pods are emptyDirs; besides them only
-    the data volumes (PVCs) are writable, and configuration is mounted read-only."""
+    the data volumes (PVCs) are writable, and configuration and secrets are mounted read-only."""
     for obj in rendered[case]:
         claims = {t["metadata"]["name"]: {"persistentVolumeClaim": {}}
                   for t in (obj.get("spec") or {}).get("volumeClaimTemplates", [])}
@@ -73,7 +73,7 @@ def test_writable_paths_are_emptydirs_or_data_volumes(case, rendered):
                 if container["name"] in ("ray-head", "ray-worker"):
                     assert "emptyDir" in mounts["/tmp/ray"][1], where
                 for path, (mount, volume) in mounts.items():
-                    if "configMap" in volume:
+                    if {"configMap", "secret", "projected"} & set(volume):
                         assert mount.get("readOnly") is True, f"{where}: {path}"
                     else:
                         assert {"emptyDir", "persistentVolumeClaim"} & set(volume), path
@@ -120,11 +120,19 @@ def test_default_deny_network_policy_covers_every_pod(case, rendered):
 
 @pytest.mark.parametrize("case", CASES)
 def test_disruption_budgets(case, rendered):
+    """A budget for every pod that must not all go at once: the serving workers, each Redis in
+    the release, the feature server when it runs (test_hardening checks the numbers)."""
     budgets = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p["spec"]
                for p in by_kind(rendered[case], "PodDisruptionBudget")}
-    assert "serving" in budgets and "feature-server" in budgets
+    assert "serving" in budgets
     assert budgets["serving"]["selector"]["matchLabels"]["ray.io/node-type"] == "worker"
     assert ("redis" in budgets) == case_values(case)["redis"].get("enabled", True)
+    server = [o for o in rendered[case] if o["kind"] == "Deployment"
+              and o["metadata"]["name"].endswith("-feature-server")]
+    assert ("feature-server" in budgets) == bool(server)
+    gcs = [o for o in rendered[case] if o["kind"] == "StatefulSet"
+           and o["metadata"]["name"].endswith("-gcs-redis")]
+    assert ("gcs-redis" in budgets) == bool(gcs)
 
 
 

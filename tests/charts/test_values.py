@@ -50,7 +50,7 @@ def test_schema_refuses_bad_values(values, message):
     ({}, "redis.auth.existingSecret is required"),
     (merge_values(ROOT_VALUES, {"redis": {"enabled": False}}), "redis.external.host is required"),
     (merge_values(ROOT_VALUES, {"serving": {"workers": {"cpu": {"replicas": 9}}}}),
-     "serving.workers.cpu.replicas=9 must lie within minReplicas=1 and maxReplicas=6"),
+     "serving.workers.cpu.replicas=9 must lie within minReplicas=2 and maxReplicas=6"),
     (merge_values(ROOT_VALUES, {"modelStore": {"mode": "objectStore"}}),
      "modelStore.objectStore.url is required"),
     (merge_values(ROOT_VALUES, {"modelStore": {"mode": "objectStore",

@@ -28,7 +28,7 @@ def test_serving_cluster(rendered):
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     (cpu,) = cluster["workerGroupSpecs"]
     assert (cpu["groupName"], cpu["minReplicas"], cpu["replicas"], cpu["maxReplicas"]) == (
-        "cpu", 1, 2, 6)
+        "cpu", 2, 2, 6)
     head = cluster["headGroupSpec"]["template"]["spec"]
     assert "serviceAccountName" not in head, "KubeRay gives the autoscaler its own account"
     worker = cpu["template"]["spec"]["containers"][0]
@@ -69,14 +69,17 @@ def test_ray_train_workers_fit_the_retraining_worker_groups(case, rendered):
     assert places >= training.num_workers
 
 
-def test_gcs_fault_tolerance_uses_redis_with_a_secret_reference(rendered):
-    for case, host in (("production", "irec-redis.irec.svc:6379"),
-                       ("existing-redis", "redis.data.svc.cluster.local:6379")):
+def test_gcs_fault_tolerance_uses_its_own_redis_with_a_secret_reference(rendered):
+    """The chart's GCS Redis (test_hardening: never the features Redis), its password from the
+    features Redis's Secret unless serving.gcsFaultTolerance.auth names another."""
+    for case in ("production", "existing-redis"):
         cluster = one(rendered[case], "RayService")["spec"]["rayClusterConfig"]
         options = cluster["gcsFaultToleranceOptions"]
-        assert options["redisAddress"] == host
+        assert options["redisAddress"] == "irec-gcs-redis.irec.svc:6379"
         secret = options["redisPassword"]["valueFrom"]["secretKeyRef"]
-        assert secret["name"] == case_values(case)["redis"]["auth"]["existingSecret"]
+        auth = case_values(case)["redis"]["auth"]
+        assert secret == {"name": auth["existingSecret"],
+                          "key": auth.get("existingSecretPasswordKey", "redis-password")}
 
 
 def test_retraining_runs_the_training_pipeline_on_the_chart_config(rendered):

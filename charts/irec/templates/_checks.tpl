@@ -13,6 +13,7 @@ objects; these refuse the values that would produce such objects. Called by irec
 {{- include "irec.checkDisruptionBudget" . -}}
 {{- include "irec.checkTrainingFits" . -}}
 {{- include "irec.checkIncrementalUpgrade" . -}}
+{{- include "irec.checkRayAuth" . -}}
 {{- end -}}
 
 {{/*
@@ -34,8 +35,8 @@ Go's time.LoadLocation cannot load. The schedules themselves are checked by the 
 
 {{/*
 The serving budget must leave evictable workers: the workers that are always there are each
-group's minReplicas (replicas without autoscaling); a minAvailable above them blocks every
-eviction of a serving worker, so node drains hang.
+group's minReplicas (replicas without autoscaling); a minAvailable at or above them blocks every
+eviction of a serving worker while the cluster is at its minimum, so node drains hang.
 */}}
 {{- define "irec.checkDisruptionBudget" -}}
 {{- $s := .Values.serving -}}
@@ -47,8 +48,8 @@ eviction of a serving worker, so node drains hang.
 {{- $floor = add $floor (index $s.workers.gpu $key) -}}
 {{- $groups = printf "%s + serving.workers.gpu.%s=%v" $groups $key (index $s.workers.gpu $key) -}}
 {{- end -}}
-{{- if gt (int $s.podDisruptionBudget.minAvailable) (int $floor) -}}
-{{- fail (printf "serving.podDisruptionBudget.minAvailable=%v is above the serving workers (%s = %v): no worker could ever be evicted and node drains would hang; lower it or raise the replicas" $s.podDisruptionBudget.minAvailable $groups $floor) -}}
+{{- if and (gt (int $s.podDisruptionBudget.minAvailable) 0) (ge (int $s.podDisruptionBudget.minAvailable) (int $floor)) -}}
+{{- fail (printf "serving.podDisruptionBudget.minAvailable=%v must be below the serving workers (%s = %v): otherwise no worker can be evicted at the minimum and node drains hang; lower it or raise the replicas" $s.podDisruptionBudget.minAvailable $groups $floor) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -90,6 +91,16 @@ GPUs. Fewer places than workers: the run waits for resources until activeDeadlin
 {{- define "irec.cpuQuantity" -}}
 {{- $v := toString . -}}
 {{- if hasSuffix "m" $v -}}{{ divf (trimSuffix "m" $v | float64) 1000 }}{{- else -}}{{ float64 $v }}{{- end -}}
+{{- end -}}
+
+{{/*
+KubeRay's ValidateRayClusterSpec for authOptions.mode token (every Ray cluster of the chart):
+Ray 2.52.0 or later.
+*/}}
+{{- define "irec.checkRayAuth" -}}
+{{- if and (or .Values.serving.enabled .Values.retraining.enabled) (not (semverCompare ">=2.52.0" .Values.serving.rayVersion)) -}}
+{{- fail (printf "serving.rayVersion=%q: the chart's Ray clusters run with Ray token authentication (authOptions.mode token), which KubeRay refuses below Ray 2.52.0" .Values.serving.rayVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* KubeRay's ValidateClusterUpgradeOptions for NewClusterWithIncrementalUpgrade. */}}

@@ -14,6 +14,22 @@ the KubeRay operator would refuse is checked in _checks.tpl.
 {{- if and (not .Values.redis.enabled) (not .Values.redis.external.host) -}}
 {{- fail "redis.external.host is required when redis.enabled is false" -}}
 {{- end -}}
+{{- if and .Values.serving.enabled .Values.serving.auth.enabled (not .Values.serving.auth.existingSecret) -}}
+{{- fail "serving.auth.existingSecret is required when serving.auth.enabled is true: create a Secret with the API token file (irec token create NAME --scopes read; kubectl create secret generic irec-api-tokens --from-file=tokens.yaml=$HOME/.config/irec/tokens.yaml) and name it here" -}}
+{{- end -}}
+{{- if and .Values.features.enabled .Values.features.server.enabled (not .Values.networkPolicy.enabled) -}}
+{{- fail "features.server.enabled=true needs networkPolicy.enabled=true: the Feast feature server has no authentication, only its NetworkPolicy (networkPolicy.featureServerClients) keeps other pods out" -}}
+{{- end -}}
+{{- $ft := .Values.serving.gcsFaultTolerance -}}
+{{- if and .Values.serving.enabled $ft.enabled $ft.redisAddress -}}
+{{- if not $ft.auth.existingSecret -}}
+{{- fail "serving.gcsFaultTolerance.auth.existingSecret is required with serving.gcsFaultTolerance.redisAddress: name the Secret holding that Redis's password" -}}
+{{- end -}}
+{{- $features := printf "%s:%s" (include "irec.redisHost" .) (include "irec.redisPort" .) -}}
+{{- if or (eq $ft.redisAddress $features) (and (not .Values.redis.enabled) (eq (first (splitList ":" $ft.redisAddress)) .Values.redis.external.host)) -}}
+{{- fail (printf "serving.gcsFaultTolerance.redisAddress=%q is the features Redis: the GCS needs a Redis of its own (both run noeviction; one filling up would stop the other); leave redisAddress empty for the chart's GCS Redis" $ft.redisAddress) -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .Values.modelStore.mode "objectStore" -}}
 {{- if not .Values.modelStore.objectStore.url -}}
 {{- fail "modelStore.objectStore.url is required when modelStore.mode is objectStore" -}}
@@ -33,6 +49,9 @@ the KubeRay operator would refuse is checked in _checks.tpl.
 {{/* The platform config of the pods: the k8s preset with the values' overrides. */}}
 {{- define "irec.platformConfig" -}}
 {{- $config := fromYaml (.Files.Get "files/platform.yaml") -}}
+{{- $auth := get $config.serving "auth" | default dict -}}
+{{- $_ := set $auth "enabled" .Values.serving.auth.enabled -}}
+{{- $_ := set $config.serving "auth" $auth -}}
 {{- $training := mergeOverwrite (deepCopy $config.training) (deepCopy .Values.retraining.training) -}}
 {{- $_ := set $config "training" $training -}}
 {{- $ingest := $config.ingest -}}
@@ -67,6 +86,11 @@ The application's `args` stay as built: Serve redeploys an app whose args change
 {{- end -}}
 {{- range $application := $config.applications -}}
 {{- if eq $application.name "irec" -}}
+{{- if not $.Values.serving.auth.enabled -}}
+{{- $serving := $application.args.serving | default dict -}}
+{{- $_ := set $serving "auth" (mergeOverwrite ($serving.auth | default dict) (dict "enabled" false)) -}}
+{{- $_ := set $application.args "serving" $serving -}}
+{{- end -}}
 {{- range $deployment := $application.deployments -}}
 {{- $userConfig := $deployment.user_config -}}
 {{- with index $app (lower $deployment.name) -}}
@@ -131,13 +155,40 @@ provider: local
 offline_store:
   type: duckdb
 online_store:
-  type: redis
+  type: feature_repo.online_store.BoundedRedisOnlineStore
+  timeout_s: 0.25
+  retries: 1
   redis_type: {{ $store.redisType }}
   connection_string: ${REDIS_CONNECTION_STRING}
   {{- if $store.keyTtlSeconds }}
   key_ttl_seconds: {{ $store.keyTtlSeconds }}
   {{- end }}
 entity_key_serialization_version: 3
+{{- end -}}
+
+{{/* "true" when GCS fault tolerance runs on the chart's own GCS Redis (no redisAddress). */}}
+{{- define "irec.gcsRedisInChart" -}}
+{{- $ft := .Values.serving.gcsFaultTolerance -}}
+{{- if and .Values.serving.enabled $ft.enabled (not $ft.redisAddress) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* `host:port` of the GCS Redis: serving.gcsFaultTolerance.redisAddress, else the chart's. */}}
+{{- define "irec.gcsRedisAddress" -}}
+{{- .Values.serving.gcsFaultTolerance.redisAddress | default (printf "%s.%s.svc:6379" (include "irec.componentName" (list . "gcs-redis")) .Release.Namespace) -}}
+{{- end -}}
+
+{{/* The Secret (name, key) of the GCS Redis password; the features Redis's by default. */}}
+{{- define "irec.gcsRedisSecret" -}}
+{{- $auth := .Values.serving.gcsFaultTolerance.auth -}}
+{{- if $auth.existingSecret -}}
+name: {{ $auth.existingSecret }}
+key: {{ $auth.existingSecretPasswordKey }}
+{{- else -}}
+name: {{ .Values.redis.auth.existingSecret }}
+key: {{ .Values.redis.auth.existingSecretPasswordKey }}
+{{- end -}}
 {{- end -}}
 
 {{- define "irec.redisHost" -}}

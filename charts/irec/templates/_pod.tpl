@@ -6,6 +6,7 @@ processes write goes to emptyDirs (/tmp, HOME=/tmp/home, Ray's /tmp/ray) or the 
 
 {{- define "irec.mountPaths" -}}
 config: /etc/irec
+auth: /etc/irec/auth
 features: /data/features
 models: /data/models
 {{- end -}}
@@ -166,6 +167,48 @@ models: the BentoML store PVC, or an emptyDir the import-model init container fi
       mountPath: /tmp
     - name: models
       mountPath: {{ $paths.models }}
+{{- end -}}
+
+{{/*
+The API token file (serving.auth.existingSecret) as a read-only volume of the serving Ray pods,
+at /etc/irec/auth/tokens.yaml (configs/k8s.yaml serving.auth.tokens_file). A whole-Secret
+volume, not a subPath: a rotated Secret reaches the pods, and the Ingress re-reads the file.
+*/}}
+{{- define "irec.apiTokensVolume" -}}
+- name: api-tokens
+  secret:
+    secretName: {{ .Values.serving.auth.existingSecret }}
+    # 0440: the fsGroup reads it, nobody writes it.
+    defaultMode: 288
+    items:
+      - {key: {{ .Values.serving.auth.secretKey | quote }}, path: tokens.yaml}
+{{- end -}}
+
+{{- define "irec.apiTokensMount" -}}
+{{- $paths := fromYaml (include "irec.mountPaths" .) -}}
+- name: api-tokens
+  mountPath: {{ $paths.auth }}
+  readOnly: true
+{{- end -}}
+
+{{/*
+topologySpreadConstraints over `topologySpread.topologyKey` for the pods matching the labels.
+Call with (dict "ctx" $ "matchLabels" MAP "matchLabelKeys" LIST).
+*/}}
+{{- define "irec.topologySpread" -}}
+{{- $s := .ctx.Values.topologySpread -}}
+{{- if $s.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ $s.maxSkew }}
+    topologyKey: {{ $s.topologyKey }}
+    whenUnsatisfiable: {{ $s.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- toYaml .matchLabels | nindent 8 }}
+    {{- with .matchLabelKeys }}
+    matchLabelKeys: {{ toJson . }}
+    {{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Scheduling fields of a pod from a values group (nodeSelector, tolerations, affinity). */}}

@@ -5,7 +5,8 @@ preset plus retraining.training). It trains with Ray Train on the worker group, 
 saves the model in the BentoML store on the model volume and promotes it if it beats the
 champion; in objectStore mode the new model is then exported for the serving pods.
 ttlSecondsAfterFinished only with shutdownAfterJobFinishes: KubeRay refuses a TTL on a RayJob
-that keeps its cluster (there is nothing for the TTL to delete).
+that keeps its cluster (there is nothing for the TTL to delete). Every run has a deadline
+(activeDeadlineSeconds) and its Ray cluster Ray token authentication (irec.rayAuthOptions).
 */}}
 {{- define "irec.retrainingSpec" -}}
 {{- $r := .Values.retraining -}}
@@ -22,9 +23,7 @@ shutdownAfterJobFinishes: {{ $r.shutdownAfterJobFinishes }}
 ttlSecondsAfterFinished: {{ $r.ttlSecondsAfterFinished }}
 {{- end }}
 backoffLimit: {{ $r.backoffLimit }}
-{{- if $r.activeDeadlineSeconds }}
 activeDeadlineSeconds: {{ $r.activeDeadlineSeconds }}
-{{- end }}
 submissionMode: K8sJobMode
 submitterPodTemplate:
   metadata:
@@ -55,6 +54,7 @@ submitterPodTemplate:
           sizeLimit: 1Gi
 rayClusterSpec:
   rayVersion: {{ .Values.serving.rayVersion | quote }}
+  {{- include "irec.rayAuthOptions" . | nindent 2 }}
   headGroupSpec:
     rayStartParams:
       {{- include "irec.headStartParams" . | nindent 6 }}
