@@ -12,7 +12,7 @@ from chart_cases import CASES, ROOT_VALUES, by_kind, case_values, one
 
 from irec.k8s.operator import operator_errors
 from irec.k8s.pods import pod_templates, ray_clusters
-from irec.k8s.render import ValuesError, merge_values, render, validate
+from irec.k8s.render import CHART_DIR, ROOT, ValuesError, merge_values, render, validate
 from serving.auth import AuthConfig
 
 STAGES = ("Retrieval", "Intent", "Ranking", "Ingress")
@@ -256,6 +256,17 @@ def test_every_serving_ray_pod_mounts_the_api_tokens(case, rendered):
     for obj in by_kind(objects, "RayCronJob") + by_kind(objects, "Job"):
         for where, template in pod_templates(obj):
             assert "api-tokens" not in {v["name"] for v in template["spec"]["volumes"]}, where
+
+
+def test_the_readme_creates_the_api_token_secret_and_shows_clients_the_header():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy on Kubernetes"):]
+    section = section[:section.index("\n## ", 1)]
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["serving"]["auth"]
+    assert (f"kubectl -n irec create secret generic {values['existingSecret']} \\\n"
+            f"  --from-file={values['secretKey']}=") in section
+    assert "irec token create" in section
+    assert "Authorization: Bearer" in section and "`authorization` metadata key" in section
 
 
 def test_the_api_token_secret_and_key_follow_the_values():
