@@ -36,6 +36,7 @@ from ray import serve
 from irec.config import PlatformConfig
 from serving import recommend_pb2 as pb
 from serving import recommend_pb2_grpc as pb_grpc
+from serving.auth import client_token, ensure_local_token
 
 
 def free_port() -> int:
@@ -87,11 +88,15 @@ def closed_loop(call, clients: int, total: int) -> tuple[float, list[float], lis
 
 class HTTPCaller:
     def __init__(self, url: str, users: list[int], path: str = "/recommend",
-                 query: str = "") -> None:
+                 query: str = "", token: str | None = None) -> None:
         self.url, self.users, self.path, self.query = url, users, path, query
+        self.token = token
 
     def new_session(self) -> requests.Session:
-        return requests.Session()
+        session = requests.Session()
+        if self.token:
+            session.headers["Authorization"] = f"Bearer {self.token}"
+        return session
 
     def __call__(self, session: requests.Session) -> dict:
         body = {"user_id": random.choice(self.users), "n": 10, "query": self.query}
@@ -102,17 +107,18 @@ class HTTPCaller:
 
 class GRPCCaller:
     def __init__(self, target: str, users: list[int], application: str,
-                 query: str = "") -> None:
+                 query: str = "", token: str | None = None) -> None:
         self.target, self.users, self.application = target, users, application
         self.query = query
+        self.metadata = (("application", application),
+                         *((("authorization", f"Bearer {token}"),) if token else ()))
 
     def new_session(self):
         return pb_grpc.RecommenderStub(grpc.insecure_channel(self.target))
 
     def __call__(self, stub) -> dict:
         message = pb.RecommendRequest(user_id=random.choice(self.users), n=10, query=self.query)
-        reply = stub.Recommend(message,
-                               metadata=(("application", self.application),), timeout=60)
+        reply = stub.Recommend(message, metadata=self.metadata, timeout=60)
         return dict(reply.latency_ms)
 
 
@@ -245,8 +251,10 @@ def main() -> None:
     print("3/3 the app under closed-loop load")
     deploy({"irec": args})
     rows = []
-    for protocol, caller in (("http", HTTPCaller(url, users, query=options.query)),
-                             ("grpc", GRPCCaller(target, users, "irec", options.query))):
+    ensure_local_token(args.serving.auth)
+    token = client_token(args.serving.auth)
+    for protocol, caller in (("http", HTTPCaller(url, users, query=options.query, token=token)),
+                             ("grpc", GRPCCaller(target, users, "irec", options.query, token))):
         closed_loop(caller, 1, 30)
         for clients in options.clients:
             rate, latencies, stages = closed_loop(caller, clients, options.requests)

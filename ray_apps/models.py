@@ -3,25 +3,39 @@
 Every stage that needs the model holds a ``ModelCache``. A request carries the tag that
 Retrieval used, and Intent and Ranking look that same tag up, so a request never mixes two
 model versions, even while ``reconfigure`` swaps the current one (hot swap). Loading checks
-the model's feature contract against the feature store the app is pointed at.
+the model against the feature store the app is pointed at: the feature contract (schema
+hashes) and the id map (each item id the model knows names the same raw item in the store's
+``items.parquet``) must agree, or the model is refused. A different dataset fingerprint with an
+agreeing id map is served and logged: a live store moves past the data its model saw.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
+import pandas as pd
 import torch
 
+from data.ingest import read_manifest
 from features.store import FeatureStore, online_features, schema_hash
 from serving import package
 from training.models.interest import InterestTransformer
+
+LOG = logging.getLogger("ray.serve")
+
+
+class ModelStoreError(RuntimeError):
+    """The model store cannot give the model a stage was told to serve."""
 
 
 class ContractError(RuntimeError):
@@ -78,9 +92,35 @@ def check_contract(metadata: dict, store: FeatureStore, tag: str) -> None:
                 f"{actual[:12]}...; refusing to start (re-train or point at the right store)")
 
 
+def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: str) -> None:
+    """The model's id map against the store's items: refuse a disagreement, log newer data."""
+    data_dir = Path(store.repo_path) / "data"
+    stored = pd.read_parquet(data_dir / "items.parquet", columns=["item_id", "raw_item_id"])
+    joined = items[["item_id", "raw_item_id"]].merge(stored, on="item_id", how="left",
+                                                      suffixes=("_model", "_store"))
+    missing = joined.raw_item_id_store.isna()
+    wrong = joined[missing | (joined.raw_item_id_model.astype(str)
+                              != joined.raw_item_id_store.astype(str))]
+    if len(wrong):
+        first = wrong.iloc[0]
+        has = ("no such item" if pd.isna(first.raw_item_id_store)
+               else repr(first.raw_item_id_store))
+        raise ContractError(
+            f"{tag} and the feature store at {store.repo_path} disagree on {len(wrong)} of "
+            f"{len(joined)} item ids (item {first.item_id}: model {first.raw_item_id_model!r}, "
+            f"store {has}); refusing to serve it (re-train on this data)")
+    trained_on = metadata.get("dataset_fingerprint", "")
+    holds = read_manifest(data_dir)["fingerprint"]
+    if trained_on != holds:
+        LOG.warning("%s was trained on dataset %s...; the store holds %s... (%d newer items): "
+                    "serving it, its %d item ids agree", tag, trained_on[:12], holds[:12],
+                    len(stored) - len(joined), len(joined))
+
+
 def load(tag: str, store: FeatureStore) -> ServingModel:
     packaged = package.load(resolve_tag(tag))
     check_contract(packaged.metadata, store, packaged.tag)
+    check_data(packaged.items, packaged.metadata, store, packaged.tag)
     model = packaged.model
     n = model.cfg.num_items + 1
     items = packaged.items.set_index("item_id").reindex(range(n))
@@ -154,9 +194,16 @@ class ModelCache:
     def load(self, tag: str) -> ServingModel:
         """Load ``tag`` fully without making it current (the caller switches ``current``).
 
-        ``champion`` and ``name:latest`` are resolved to a concrete tag here, once.
+        ``champion`` and ``name:latest`` are resolved to a concrete tag here, once. A store
+        that cannot give the model (missing, unreadable, unmounted) is one ``ModelStoreError``
+        line naming the tag and the store: what Serve shows as the deployment's failure.
         """
-        return self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
+        try:
+            return self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
+        except (bentoml.exceptions.BentoMLException, LookupError, OSError) as exc:
+            home = os.environ.get("BENTOML_HOME", "~/bentoml")
+            raise ModelStoreError(f"model_tag {tag!r}: the model store at {home} cannot give "
+                                  f"it ({type(exc).__name__}: {exc})") from None
 
     def cached(self, tag: str | None = None) -> ServingModel | None:
         wanted = tag or self.current

@@ -164,12 +164,11 @@ class Retrieval:
 
     def _known(self, model: ServingModel, ids: list, stamps: list,
                ratings: list) -> tuple[list, list, list]:
-        """The events whose item the model knows (items added after it was trained are not)."""
-        keep = [j for j, item in enumerate(ids) if 0 < item <= model.num_items]
-        if len(keep) < len(ids):
-            self.unknown_items.inc(len(ids) - len(keep))
-            ids, stamps, ratings = ([x[j] for j in keep] for x in (ids, stamps, ratings))
-        return list(ids), list(stamps), list(ratings)
+        """The events whose item the model knows, the others counted."""
+        *history, dropped = known_history(model.num_items, ids, stamps, ratings)
+        if dropped:
+            self.unknown_items.inc(dropped)
+        return tuple(history)
 
     def _from_features(self, q: Query, got: dict, row: int, model: ServingModel, now: int,
                        history: tuple[list, list, list]) -> Candidates | None:
@@ -226,3 +225,16 @@ class Retrieval:
                 model=model.tag, state=state[b].tolist(), items=list(ids), stamps=list(ts),
                 ratings=list(rs), as_of=now, candidates=candidates, scores=scores,
                 intent=intent[b].tolist(), exclude=queries[i].exclude)
+
+
+def known_history(num_items: int, ids: list, stamps: list,
+                  ratings: list) -> tuple[list, list, list, int]:
+    """(ids, stamps, ratings, dropped): the events of items 1..num_items, in order.
+
+    A store's history can name items the model has never seen (added after it was trained);
+    one such id in a batch would index past the model's item table and fail every request of
+    the batch.
+    """
+    keep = [j for j, item in enumerate(ids) if 0 < item <= num_items]
+    return ([ids[j] for j in keep], [stamps[j] for j in keep], [ratings[j] for j in keep],
+            len(ids) - len(keep))

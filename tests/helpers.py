@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: the repository root, free ports, bounded waiting.
+"""Helpers shared by the test modules: the repository root, free ports, bounded waiting, a
+redis-server to break.
 
 Import as ``from tests.helpers import ...``: ``tests`` is a namespace package found through
 pyproject's ``pythonpath = ["."]`` (no ``__init__.py``, so ``tests/training`` never shadows
@@ -7,13 +8,17 @@ the ``training`` package).
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +55,55 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, message: str, *,
             error = f" (last error: {last!r})" if last is not None else ""
             pytest.fail(f"gave up after {timeout_s:g} s waiting for {message}{error}")
         time.sleep(interval_s)
+
+
+class RedisProcess:
+    """A real ``redis-server`` on a free loopback port that a test can stop, pause and restart.
+
+    ``stop`` saves the data first (SAVE) and ``start`` loads it back, as a restarted Redis with
+    persistence would; ``pause``/``resume`` are SIGSTOP/SIGCONT: a hung server that keeps its
+    connections open.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        assert self.binary, "redis-server is not installed: run `make setup`"
+        self.directory, self.port = directory, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def connection(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            assert self.proc.poll() is None, f"redis-server exited with {self.proc.returncode}"
+            return self.client().ping()
+
+        wait_until(answers, 10, f"redis-server to answer PING on port {self.port}",
+                   ignore=(redis.ConnectionError, redis.BusyLoadingError))
+
+    def stop(self) -> None:
+        self.client().save()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.proc.kill()
+            self.proc.wait(timeout=10)
