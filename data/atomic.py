@@ -41,6 +41,14 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (before renaming a whole folder into place)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fsync(Path(folder) / name)
+        fsync(Path(folder))
+
+
 def publish(tmp: Path, path: Path) -> None:
     """fsync ``tmp``, rename it onto ``path`` and fsync the folder: the new file is durable."""
     fsync(tmp)

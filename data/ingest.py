@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -409,6 +410,22 @@ def read_manifest(out_dir: Path) -> dict:
     if (out_dir / JOURNAL).exists():
         with file_lock(out_dir / LOCK):
             recover(out_dir, JOURNAL)
+    return _require_manifest(out_dir)
+
+
+@contextmanager
+def locked_dataset(out_dir: Path) -> Iterator[dict]:
+    """The manifest, with the ingest lock held: tables read in the block are the ones it
+    describes (an ingest waits for the block to end, and the block for an ingest)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / JOURNAL).exists():
+        _require_manifest(out_dir)  # no dataset: say so before creating a lock file there
+    with file_lock(out_dir / LOCK):
+        recover(out_dir, JOURNAL)
+        yield _require_manifest(out_dir)
+
+
+def _require_manifest(out_dir: Path) -> dict:
     manifest = _read_manifest(out_dir)
     if manifest is None:
         raise FileNotFoundError(f"no ingested dataset in {out_dir}: run `irec ingest` first")

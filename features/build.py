@@ -5,12 +5,16 @@ Reads events/items/users from ``<repo_path>/data`` and writes ``user_history``,
 ``features.json`` recording what they were built from (dataset fingerprint, history length,
 language model). Item embeddings are the slow step; they are reused when the dataset, the
 model and the text settings are unchanged.
+
+Writes are crash-safe (``data.atomic``): the tables and ``features.json`` are staged under
+temporary names and renamed together, so a build killed midway leaves the previous build
+readable and whole. One build at a time per workspace (``.features.lock``); the dataset is
+read under the ingest lock, so a build never mixes two ingests' tables.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,19 +25,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.ingest import read_manifest
+from data.atomic import StagedFiles, file_lock, recover, remove_stale_temps
+from data.ingest import locked_dataset
 from features import tables
 from features.config import FeatureConfig
 
 BUILD_FILE = "features.json"
+LOCK = ".features.lock"
+JOURNAL = ".features-commit.json"
+TABLES = ("user_history", "user_stats", "item_stats", "item_text_embedding")
 
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
 def _write(table: pa.Table | pd.DataFrame, path: Path) -> None:
-    """Write atomically, with ``event_timestamp`` as timestamp[us, UTC] in every source
-    (DuckDB 2.0 cannot cast nanosecond tz-aware stamps in Feast's point-in-time SQL)."""
+    """Write with ``event_timestamp`` as timestamp[us, UTC] in every source (DuckDB 2.0
+    cannot cast nanosecond tz-aware stamps in Feast's point-in-time SQL)."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     column = table.column("event_timestamp")
@@ -43,34 +51,50 @@ def _write(table: pa.Table | pd.DataFrame, path: Path) -> None:
         table.schema.get_field_index("event_timestamp"), "event_timestamp",
         column.cast(TIMESTAMP),
     )
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    pq.write_table(table, path)
 
 
 def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
+    """Write the feature tables and ``features.json``; see the module docstring."""
     data = cfg.data_dir
-    manifest = read_manifest(data)
     started = time.perf_counter()
-    events = pd.read_parquet(data / "events.parquet")
-    items = pd.read_parquet(data / "items.parquet")
+    with locked_dataset(data) as manifest:
+        events = pd.read_parquet(data / "events.parquet")
+        items = pd.read_parquet(data / "items.parquet")
+    with file_lock(data / LOCK):
+        if recover(data, JOURNAL):
+            log(f"features: completed an interrupted build in {data}")
+        remove_stale_temps(data, [*(f"{t}.parquet" for t in TABLES), BUILD_FILE, JOURNAL])
+        with StagedFiles(data, JOURNAL) as staged:
+            summary = _build(cfg, manifest, events, items, staged, log)
+            summary["seconds"] = round(time.perf_counter() - started, 2)
+            staged.stage(BUILD_FILE).write_text(json.dumps(summary, indent=2))
+            staged.commit()
+    log(f"features: built in {summary['seconds']}s -> {data}")
+    return summary
 
+
+def _build(cfg: FeatureConfig, manifest: dict, events: pd.DataFrame, items: pd.DataFrame,
+           staged: StagedFiles, log: Callable[[str], None]) -> dict:
+    data = cfg.data_dir
+    started = time.perf_counter()
     history = tables.user_history(events, cfg.history_length)
-    _write(history, data / "user_history.parquet")
-    _write(tables.user_stats(events), data / "user_stats.parquet")
-    _write(tables.item_stats(events, cfg.popularity_window_days), data / "item_stats.parquet")
+    _write(history, staged.stage("user_history.parquet"))
+    _write(tables.user_stats(events), staged.stage("user_stats.parquet"))
+    _write(tables.item_stats(events, cfg.popularity_window_days),
+           staged.stage("item_stats.parquet"))
     log(f"features: history (N={cfg.history_length}), user and item stats: "
         f"{history.num_rows:,} history rows in {time.perf_counter() - started:.1f}s")
 
     previous = _read_build(data)
     lm_key = {"fingerprint": manifest["fingerprint"], "model": cfg.lm.model or "default",
               "max_length": cfg.lm.max_length}
-    embedded = data / "item_text_embedding.parquet"
-    if previous.get("lm_key") == lm_key and embedded.exists():
+    embedded = "item_text_embedding.parquet"
+    if previous.get("lm_key") == lm_key and (data / embedded).exists():
         dim, n_embedded = previous["embedding_dim"], previous["items_embedded"]
         log(f"features: item text embeddings up to date ({n_embedded:,} items)")
     else:
-        dim, n_embedded = _embed_items(cfg, items, embedded, log)
+        dim, n_embedded = _embed_items(cfg, items, staged.stage(embedded), log)
 
     summary = {
         "fingerprint": manifest["fingerprint"],
@@ -80,10 +104,7 @@ def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
         "embedding_dim": dim,
         "items_embedded": n_embedded,
         "history_rows": history.num_rows,
-        "seconds": round(time.perf_counter() - started, 2),
     }
-    (data / BUILD_FILE).write_text(json.dumps(summary, indent=2))
-    log(f"features: built in {summary['seconds']}s -> {data}")
     return summary
 
 

@@ -28,7 +28,9 @@ from feast import (
 from feast.errors import FeatureViewNotFoundException
 from redis.exceptions import RedisError
 
+from data.atomic import file_lock
 from feature_repo import definitions
+from feature_repo.registry_store import AtomicFileRegistryStore
 from features.config import FeatureConfig
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,9 +67,33 @@ def _anchored(obj, root: Path):
     return anchored
 
 
+def registry_lock(store: FeatureStore):
+    """The lock every registry writer holds (apply, materialize): ``<registry>.lock`` beside it.
+
+    Each writer reads the registry, changes it and writes it whole: two at once would lose one
+    writer's change (and two materializations into SQLite would collide). A remote registry
+    (``s3://``...) is locked in the workspace instead, for the writers of this workspace.
+    """
+    where = str(store.config.registry.path)
+    path = Path(store.repo_path) / ("registry.db" if "://" in where else where)
+    return file_lock(path.with_name(f"{path.name}.lock"))
+
+
+def _check_registry_store(store: FeatureStore, log: Callable[[str], None]) -> None:
+    kind = store.config.registry.registry_store_type
+    if kind is None or not kind.endswith(AtomicFileRegistryStore.__name__):
+        log(f"features: warning: registry {store.config.registry.path} is written in place "
+            f"(registry_store_type {kind}): a reader can see a half-written file; set "
+            f"registry_store_type: feature_repo.registry_store.{AtomicFileRegistryStore.__name__}")
+
+
 def apply(store: FeatureStore, log: Callable[[str], None] = print) -> list[str]:
+    """Register every object of ``feature_repo.definitions``, under the registry lock."""
     objects = feast_objects(store.repo_path)
-    store.apply(objects)
+    _check_registry_store(store, log)
+    with registry_lock(store):
+        store.refresh_registry()
+        store.apply(objects)
     names = [o.name for o in objects]
     log(f"features: applied {len(names)} objects to project {store.project!r}: "
         f"{', '.join(names)}")
@@ -86,20 +112,26 @@ def materialize(
 
     Full (default): every view over [start or 1970, end or now]. Incremental: each view from
     the end of its last materialized interval (or from 1970 when it has none) to ``end``.
-    Older rows never replace newer online values (guarded on both SQLite and Redis).
+    Older rows never replace newer online values (guarded on both SQLite and Redis). One
+    materialize (or apply) at a time per registry: the registry lock is held throughout, and
+    the registry is re-read under it.
     """
     end = end or datetime.now(UTC)
     windows: dict[str, tuple[datetime, datetime]] = {}
+    _check_registry_store(store, log)
     began = time.perf_counter()
-    for view in store.list_feature_views():
-        view_start = start or EPOCH
-        if incremental and view.most_recent_end_time is not None:
-            view_start = view.most_recent_end_time
-        if view_start >= end:
-            log(f"features: {view.name} already materialized up to {view_start.isoformat()}")
-            continue
-        store.materialize(view_start, end, feature_views=[view.name])
-        windows[view.name] = (view_start, end)
+    with registry_lock(store):
+        store.refresh_registry()
+        for view in store.list_feature_views():
+            view_start = start or EPOCH
+            if incremental and view.most_recent_end_time is not None:
+                view_start = view.most_recent_end_time
+            if view_start >= end:
+                log(f"features: {view.name} already materialized up to "
+                    f"{view_start.isoformat()}")
+                continue
+            store.materialize(view_start, end, feature_views=[view.name])
+            windows[view.name] = (view_start, end)
     log(f"features: materialized {len(windows)} view(s) up to {end.isoformat()} "
         f"in {time.perf_counter() - began:.1f}s")
     return windows
