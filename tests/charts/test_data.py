@@ -45,7 +45,7 @@ def test_feast_reads_the_rendered_store_config(rendered, tmp_path, monkeypatch):
     monkeypatch.setenv("REDIS_CONNECTION_STRING", "irec-redis.irec.svc:6379,password=pw")
     store = FeatureStore(repo_path=str(tmp_path), fs_yaml_file=tmp_path / "feature_store.yaml")
     assert store.project == "irec"
-    assert store.config.online_store.type == "redis"
+    assert store.config.online_store.type == "feature_repo.online_store.BoundedRedisOnlineStore"
     assert store.config.online_store.connection_string.startswith("irec-redis.irec.svc:6379,")
 
 

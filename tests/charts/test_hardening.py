@@ -12,7 +12,15 @@ from chart_cases import CASES, ROOT_VALUES, by_kind, case_values, one
 
 from irec.k8s.operator import operator_errors
 from irec.k8s.pods import pod_templates, ray_clusters
-from irec.k8s.render import CHART_DIR, ROOT, ValuesError, merge_values, render, validate
+from irec.k8s.render import (
+    CHART_DIR,
+    ROOT,
+    ValuesError,
+    merge_values,
+    notes,
+    render,
+    validate,
+)
 from serving.auth import AuthConfig
 
 STAGES = ("Retrieval", "Intent", "Ranking", "Ingress")
@@ -267,6 +275,25 @@ def test_the_readme_creates_the_api_token_secret_and_shows_clients_the_header():
             f"  --from-file={values['secretKey']}=") in section
     assert "irec token create" in section
     assert "Authorization: Bearer" in section and "`authorization` metadata key" in section
+
+
+def test_the_token_commands_the_chart_prints_parse():
+    """NOTES.txt, the render's refusal and the chart README name `irec token create` options
+    the real CLI has."""
+    from typer.testing import CliRunner
+
+    from irec.cli import app
+
+    help_text = CliRunner().invoke(app, ["token", "create", "--help"], terminal_width=200).output
+    texts = [notes(ROOT_VALUES), (CHART_DIR / "README.md").read_text(),
+             refused(merge_values(ROOT_VALUES, {"serving": {"auth": {"existingSecret": ""}}}))]
+    commands = [line.split("irec token create", 1)[1] for text in texts
+                for line in text.replace(";", "\n").splitlines() if "irec token create" in line]
+    commands = [c.split("#")[0] for c in commands if " --" in c]
+    assert len(commands) == 3
+    for command in commands:
+        for option in (word for word in command.split() if word.startswith("--")):
+            assert option in help_text, option
 
 
 def test_the_api_token_secret_and_key_follow_the_values():

@@ -15,7 +15,7 @@ the KubeRay operator would refuse is checked in _checks.tpl.
 {{- fail "redis.external.host is required when redis.enabled is false" -}}
 {{- end -}}
 {{- if and .Values.serving.enabled .Values.serving.auth.enabled (not .Values.serving.auth.existingSecret) -}}
-{{- fail "serving.auth.existingSecret is required when serving.auth.enabled is true: create a Secret with the API token file (irec token create NAME --scopes read; kubectl create secret generic irec-api-tokens --from-file=tokens.yaml=$HOME/.config/irec/tokens.yaml) and name it here" -}}
+{{- fail "serving.auth.existingSecret is required when serving.auth.enabled is true: create a Secret with the API token file (irec token create NAME --scope read; kubectl create secret generic irec-api-tokens --from-file=tokens.yaml=$HOME/.config/irec/tokens.yaml) and name it here" -}}
 {{- end -}}
 {{- if and .Values.features.enabled .Values.features.server.enabled (not .Values.networkPolicy.enabled) -}}
 {{- fail "features.server.enabled=true needs networkPolicy.enabled=true: the Feast feature server has no authentication, only its NetworkPolicy (networkPolicy.featureServerClients) keeps other pods out" -}}
