@@ -1,4 +1,5 @@
-"""Faults on the real thing: the app on its own redis-server, which the tests stop and SIGSTOP.
+"""Faults on the real thing: the app on its own redis-server, which the tests stop and SIGSTOP;
+a model volume that is not there.
 
 A down or hung online store must end every request within the deadline, with the popularity
 fallback flagged in ``cold_start_reason`` (never a 5xx, never a hang), health saying
@@ -16,6 +17,7 @@ import requests
 from features.store import apply, materialize, open_store
 from ray_apps.app import apply as apply_config
 from ray_apps.app import deploy, serve_config
+from ray_apps.config import STAGES, DeploymentConfig
 from tests.helpers import RedisProcess, wait_until
 
 QUIET = {"log": lambda _: None}
@@ -84,3 +86,20 @@ def test_a_redis_fault_gets_a_flagged_fallback_in_time_and_recovers(
     assert requests.get(f"{redis_app}/healthz", timeout=30).json()["status"] == "ok"
     # the other app, on SQLite, never noticed
     assert requests.get(f"{served.http}/healthz", timeout=30).json()["status"] == "ok"
+
+
+def test_a_model_store_that_cannot_give_the_model_fails_the_deploy_in_one_line(
+        served, app_args, tmp_path):
+    once = DeploymentConfig(ray_actor_options={"num_cpus": 0.1}, max_constructor_retry_count=1)
+    args = app_args.model_copy(update={"serving": app_args.serving.model_copy(
+        update={"deployments": {s: once for s in STAGES}})})
+    config = serve_config({"irec": app_args, "nostore": args})
+    unmounted = tmp_path / "unmounted-model-volume"
+    config["applications"][1]["runtime_env"]["env_vars"]["BENTOML_HOME"] = str(unmounted)
+    try:
+        with pytest.raises(RuntimeError, match="Deploying application nostore failed") as failed:
+            apply_config(config, timeout_s=300)
+        assert (f"ModelStoreError: model_tag '{app_args.serving.model_tag}': the model store at "
+                f"{unmounted} cannot give it") in str(failed.value), str(failed.value)[-2000:]
+    finally:
+        deploy({"irec": app_args}, check=False)
