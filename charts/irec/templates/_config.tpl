@@ -150,7 +150,11 @@ grpc: {{ (($config.grpc_options | default dict).port | default 9000) | int }}
 {{- define "irec.featureStoreYaml" -}}
 {{- $store := .Values.features.store -}}
 project: {{ $store.project }}
-registry: {{ $store.registry }}
+# Replaced atomically (write, fsync, rename: feature_repo/registry_store.py), as in
+# feature_repo/feature_store.production.yaml.
+registry:
+  registry_store_type: feature_repo.registry_store.AtomicFileRegistryStore
+  path: {{ $store.registry }}
 provider: local
 offline_store:
   type: duckdb
