@@ -55,7 +55,7 @@ def test_deploy_apply_dry_run_sends_the_charts_objects_in_dependency_order(profi
     assert sorted(map(key, sent)) == sorted(map(key, expected))
     assert all(o["metadata"]["namespace"] == "recs" for o in sent)
     kinds = [o["kind"] for o in sent if not is_hook(o)]
-    assert kinds.index("ServiceAccount") < kinds.index("Deployment") < kinds.index("RayService")
+    assert kinds.index("ServiceAccount") < kinds.index("StatefulSet") < kinds.index("RayService")
     hooks = [is_hook(o) for o in sent]
     assert hooks == sorted(hooks), "one-off hook Jobs go last"
 
