@@ -39,6 +39,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers: RedisProcess
 
 from irec.config import PlatformConfig  # noqa: E402
+from irec.console import session  # noqa: E402
 from serving.auth import client_token, ensure_local_token  # noqa: E402
 from tests.helpers import RedisProcess  # noqa: E402
 
@@ -106,11 +107,16 @@ class Load:
 
 
 def replica_pids(app: str, stage: str) -> list[int]:
-    from ray.util.state import list_actors
-
-    return [a.pid for a in list_actors(filters=[("class_name", "=",
-                                                 f"ServeReplica:{app}:{stage}"),
-                                                ("state", "=", "ALIVE")])]
+    """Live replica processes of ``stage``, by their process title (``ray::ServeReplica:...``)."""
+    title = f"ray::ServeReplica:{app}:{stage}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "cmdline").read_bytes().split(b"\0")[0].startswith(title):
+                found.append(int(proc.name))
+        except (OSError, ValueError):  # not a process, or it exited meanwhile
+            continue
+    return found
 
 
 def wait_replicas(app: str, stage: str, count: int, gone: int, timeout_s: float) -> float:
@@ -147,8 +153,8 @@ def until(predicate, timeout_s: float) -> float:
 
 
 def report(outcomes: list[Outcome], phases: list[str], recovery: dict[str, float],
-           deadline_s: float) -> None:
-    print(f"\n{'phase':<18}{'requests':>9}  {'codes':<22}{'fallback':>9}{'retried':>8}"
+           deadline_s: float, echo=print) -> None:
+    echo(f"{'phase':<18}{'requests':>9}  {'codes':<22}{'fallback':>9}{'retried':>8}"
           f"{'success':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'late':>5}{'recovery':>10}")
     for phase in phases:
         mine = [o for o in outcomes if o.phase == phase]
@@ -160,7 +166,7 @@ def report(outcomes: list[Outcome], phases: list[str], recovery: dict[str, float
         ok = sum(o.status == 200 for o in mine) / len(mine)
         late = sum(o.ms > deadline_s * 1000 for o in mine)
         back = recovery.get(phase)
-        print(f"{phase:<18}{len(mine):>9}  {codes:<22}{sum(o.fallback for o in mine):>9}"
+        echo(f"{phase:<18}{len(mine):>9}  {codes:<22}{sum(o.fallback for o in mine):>9}"
               f"{sum(o.attempts > 1 for o in mine):>8}{ok:>9.3%}{np.percentile(ms, 50):>8.1f}"
               f"{np.percentile(ms, 99):>8.1f}{ms.max():>8.1f}{late:>5}"
               f"{'' if back is None else f'{back:.1f} s':>10}")
@@ -171,7 +177,13 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--repo-path", default=None, help="Feature workspace (the preset's).")
     parser.add_argument("--phase-s", type=float, default=10.0)
+    parser.add_argument("--verbose", action="store_true", help="Library logs here, not a file.")
     options = parser.parse_args()
+    with session("chaos", options.verbose) as console:
+        chaos(options, console.echo)
+
+
+def chaos(options: argparse.Namespace, echo) -> None:
 
     import ray
 
@@ -191,21 +203,22 @@ def main() -> None:
     try:
         store = open_store(features)
         apply(store, log=lambda _: None)
-        print("chaos: materializing the features into a fresh redis-server ...", flush=True)
-        materialize(store, log=print)
+        echo("chaos: materializing the features into a fresh redis-server ...")
+        materialize(store, log=echo)
         ensure_local_token(serving.auth)
         token = client_token(serving.auth)
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         began = time.monotonic()
         start(cfg.app_args())
-        print(f"chaos: app up with 2 replicas per stage in {time.monotonic() - began:.0f}s")
-        run(cfg, redis, token, options.phase_s)
+        echo(f"chaos: app up with 2 replicas per stage in {time.monotonic() - began:.0f}s")
+        run(cfg, redis, token, options.phase_s, echo)
     finally:
         redis.close()
 
 
-def run(cfg: PlatformConfig, redis: RedisProcess, token: str | None, phase_s: float) -> None:
+def run(cfg: PlatformConfig, redis: RedisProcess, token: str | None, phase_s: float,
+        echo=print) -> None:
     import pandas as pd
 
     url = f"http://127.0.0.1:{cfg.serving.http_port}/recommend"
@@ -223,7 +236,7 @@ def run(cfg: PlatformConfig, redis: RedisProcess, token: str | None, phase_s: fl
             tick = time.monotonic()
             recovery[phase] = wait_replicas("irec", stage, 2, victim, 120)
             time.sleep(max(0.0, phase_s - (time.monotonic() - tick)))
-            print(f"chaos: {phase}: replica back in {recovery[phase]:.1f}s", flush=True)
+            echo(f"chaos: {phase}: replica back in {recovery[phase]:.1f}s")
         for phase, (breaks, mends) in {"redis stopped": (redis.stop, redis.start),
                                        "redis SIGSTOP": (redis.pause, redis.resume)}.items():
             load.phase = phase
@@ -235,8 +248,8 @@ def run(cfg: PlatformConfig, redis: RedisProcess, token: str | None, phase_s: fl
             phases.append(load.phase)
             recovery[load.phase] = until(lambda: served_from_redis(url, token, users[0]), 60)
             time.sleep(2)
-            print(f"chaos: {phase}: served from Redis again {recovery[load.phase]:.1f}s after "
-                  "it returned", flush=True)
+            echo(f"chaos: {phase}: served from Redis again {recovery[load.phase]:.1f}s after "
+                  "it returned")
     after = Load(url, token, users)
     after.phase = "after (1 by 1)"
     phases.append(after.phase)
@@ -244,9 +257,9 @@ def run(cfg: PlatformConfig, redis: RedisProcess, token: str | None, phase_s: fl
     if token:
         session.headers["Authorization"] = f"Bearer {token}"
     after.outcomes = [after.one(session, users[i % len(users)]) for i in range(100)]
-    report(load.outcomes + after.outcomes, phases, recovery, cfg.serving.request_timeout_s)
+    report(load.outcomes + after.outcomes, phases, recovery, cfg.serving.request_timeout_s, echo)
     ok = sum(o.status == 200 and not o.fallback for o in after.outcomes)
-    print(f"\nafter recovery: {ok}/100 answered from the live features")
+    echo(f"after recovery: {ok}/100 answered from the live features")
 
 
 if __name__ == "__main__":
