@@ -119,6 +119,9 @@ class RetrievalKnobs(StageKnobs):
     # popularity fallback, flagged in cold_start_reason and counted; keep it well under
     # serving.request_timeout_s.
     feature_timeout_s: float = Field(1.0, gt=0, le=60)
+    # After a failed read, requests take the fallback at once for this long, without waiting
+    # on the store (a hung Redis would otherwise cost every request feature_timeout_s).
+    feature_retry_s: float = Field(0.5, ge=0, le=60)
 
 
 class IntentKnobs(StageKnobs):

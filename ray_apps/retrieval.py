@@ -8,7 +8,8 @@ Cold start (a known user with no history, or features older than the ``user_hist
 the most popular items (Feast ``item_stats``, read when the model loads), flagged for the
 later stages. The online store is read in a thread, within ``feature_timeout_s``: when it is
 down or hung, known users get that same fallback, flagged "feature store unavailable" and
-counted (``irec_feature_fallback_total``), and health reports "degraded" until a read works.
+counted (``irec_feature_fallback_total``), and health reports "degraded" until a read works;
+for ``feature_retry_s`` after a failure, requests take the fallback without trying the store.
 History ids the model does not know (items newer than the model) are dropped and counted
 (``irec_unknown_history_items_total``).
 The model's intent head reads the same state: its genre distribution (the catalogue's genre
@@ -49,6 +50,7 @@ class Retrieval:
         self.as_of: int | None = None  # the pinned serving clock; None = wall clock
         self.popularity: np.ndarray | None = None
         self.store_error = ""  # why the last online read failed; "" once one works again
+        self.store_retry_at = 0.0  # monotonic time before which reads are not tried again
         self.fallbacks = Counter("irec_feature_fallback_total", tag_keys=("error",),
                                  description="Known users answered by the popularity fallback "
                                              "because the online store failed or timed out")
@@ -95,6 +97,9 @@ class Retrieval:
 
     async def _read(self, users: list[dict], now: int) -> dict | None:
         """The users' features, or None (the error recorded and counted) within the timeout."""
+        if self.store_error and time.monotonic() < self.store_retry_at:
+            self.fallbacks.inc(len(users), tags={"error": "skipped"})
+            return None
         try:
             got = await asyncio.wait_for(asyncio.to_thread(
                 online_features, self.store, users, self.service, now),
@@ -104,6 +109,7 @@ class Retrieval:
             self.store_error = f"{kind}: {exc}"[:300] if str(exc) else (
                 f"{kind} after feature_timeout_s={self.knobs.feature_timeout_s}s")
             self.fallbacks.inc(len(users), tags={"error": kind})
+            self.store_retry_at = time.monotonic() + self.knobs.feature_retry_s
             return None
         self.store_error = ""
         return got
