@@ -203,16 +203,24 @@ def train(
 def promote(
     tag: Annotated[str, typer.Argument(help="Model tag, e.g. interest:abc123.")],
     margin: Annotated[float, typer.Option(help="NDCG@10 gain needed over the champion.")] = 0.0,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even if it does not beat the champion (a valid score is "
+                        "still required).")] = False,
 ) -> None:
-    """Make a stored model the champion if it beats the current one; exit 1 if refused."""
+    """Make a stored model the champion if it beats the current one (--force: regardless,
+    with a warning); exit 1 if refused. A score that is not a number never promotes."""
     import bentoml
 
     from serving import package
 
     try:
-        verdict = package.promote(tag, margin)
+        verdict = package.promote(tag, margin, force=force)
     except (bentoml.exceptions.NotFound, package.IntegrityError) as exc:
         fail(str(exc))
+    if verdict.warning:
+        typer.secho(f"warning: {verdict.warning}", fg="yellow")
     typer.echo(verdict.message)
+    if verdict.beaten:
+        typer.echo(f"(`irec promote --force {tag}` promotes it regardless of the comparison)")
     if not verdict.promoted:
         raise typer.Exit(1)

@@ -10,6 +10,13 @@ integrity check of its own; ``load`` recomputes every digest and refuses a model
 or metadata differ by a single byte, or that has files missing or added.
 Metadata carries the dataset fingerprint, the Feast feature services with their schema hashes
 (serving refuses a model whose contract differs from its feature store) and the code version.
+
+Crash safety: BentoML copies a new model into its final folder file by file; ``save`` has it
+copy into a private staging store instead, fsyncs the copy and renames the whole folder into
+the store, so a model version is there complete or not at all (and the ``latest`` pointer is
+replaced atomically). The champion pointer (``irec-champions.json`` beside the store) is
+replaced atomically, and every promotion holds a file lock beside it, so two promotions never
+interleave their read-compare-write.
 """
 
 from __future__ import annotations
@@ -19,16 +26,22 @@ import importlib.metadata
 import json
 import math
 import os
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
 import pandas as pd
 import torch
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import ModelStore
 from safetensors.torch import load_file, save_file
 
+from data.atomic import file_lock, fsync, fsync_tree, write_text
 from training.models.config import InterestModelConfig
 from training.models.interest import InterestTransformer
 
@@ -97,7 +110,8 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
         SCORE: metrics.get(SCORE),
     }
     labels = {"fingerprint": dataset_fingerprint[:12], "framework": "torch"}
-    with bentoml.models.create(name, labels=labels, metadata=metadata) as stored:
+    with _staging_store() as staging, bentoml.models.create(
+            name, labels=labels, metadata=metadata, _model_store=staging) as stored:
         root = Path(stored.path)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, root / "model.safetensors")
@@ -116,6 +130,26 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
     log(f"package: saved {tag} ({len(digests)} files"
         + (f", {SCORE} {score:.4f})" if score is not None else ")"))
     return tag
+
+
+@contextmanager
+def _staging_store() -> Iterator[ModelStore]:
+    """A private model store beside BentoML's; on a clean exit each model saved in it is
+    fsynced, renamed whole into BentoML's store and made its name's ``latest``."""
+    models = Path(BentoMLContainer.model_store_dir.get())
+    models.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".irec-staging-", dir=models.parent))
+    try:
+        yield ModelStore(staging)
+        for version in sorted(p for p in staging.glob("*/*") if p.is_dir()):
+            folder = models / version.parent.name
+            folder.mkdir(exist_ok=True)
+            fsync_tree(version)
+            os.rename(version, folder / version.name)
+            fsync(folder)
+            write_text(folder / "latest", version.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def verify(root: Path, metadata: dict) -> None:
@@ -177,38 +211,47 @@ def champion(name: str = MODEL_NAME) -> str | None:
 class Verdict:
     promoted: bool
     message: str
+    # Refused only by the comparison with the champion (``force`` would promote it).
+    beaten: bool = False
+    # Set when ``force`` promoted a candidate the comparison refused.
+    warning: str | None = None
 
 
-def promote(tag: str, margin: float = 0.0) -> Verdict:
+def promote(tag: str, margin: float = 0.0, force: bool = False) -> Verdict:
     """Make ``tag`` the champion if its validation NDCG@10 beats the champion's by ``margin``.
 
-    A score that is missing or not a number never promotes. A champion that can no longer be
-    loaded (deleted, or failing its manifest) is replaced, and the verdict says why: serving
-    would refuse it as well.
+    A score that is missing or not a number never promotes, even with ``force``; otherwise
+    ``force`` promotes whatever the comparison says (and the verdict carries a warning). A
+    champion that can no longer be loaded (deleted, or failing its manifest) is replaced, and
+    the verdict says why: serving would refuse it as well. The read-compare-write holds a file
+    lock beside the champion pointer, so concurrent promotions leave the best one champion.
     """
     candidate = load(tag)
     name = candidate.tag.split(":")[0]
     score = candidate.metrics.get(SCORE)
     if score is None or not math.isfinite(score):
-        return Verdict(False, f"{candidate.tag} has {SCORE}={score} in its metrics; not promoted")
-    current = champion(name)
-    replaced = ""
-    if current is not None and current != candidate.tag:
-        try:
-            incumbent = load(current).metrics[SCORE]
-        except (IntegrityError, bentoml.exceptions.NotFound) as exc:
-            incumbent, replaced = None, f"; the champion {current} cannot be loaded ({exc})"
-        if incumbent is not None and score < incumbent + margin:
-            return Verdict(False, (
-                f"{candidate.tag} not promoted: {SCORE} {score:.4f} vs champion {current} "
-                f"{incumbent:.4f}; needs +{margin:.4f}, lost by {incumbent + margin - score:.4f}"))
+        return Verdict(False, f"{candidate.tag} has {SCORE}={score} in its metrics; not promoted"
+                              + (" (forcing never promotes a score that is not a number)"
+                                 if force else ""))
     path = _champions_file()
-    champions = json.loads(path.read_text()) if path.exists() else {}
-    champions[name] = candidate.tag
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(champions, indent=2))
-    os.replace(tmp, path)
+    with file_lock(path.with_name(f"{path.name}.lock")):
+        current = champion(name)
+        replaced, refusal = "", None
+        if current is not None and current != candidate.tag:
+            try:
+                incumbent = load(current).metrics[SCORE]
+            except (IntegrityError, bentoml.exceptions.NotFound) as exc:
+                incumbent, replaced = None, f"; the champion {current} cannot be loaded ({exc})"
+            if incumbent is not None and score < incumbent + margin:
+                refusal = (f"{SCORE} {score:.4f} vs champion {current} {incumbent:.4f}; needs "
+                           f"+{margin:.4f}, lost by {incumbent + margin - score:.4f}")
+        if refusal is not None and not force:
+            return Verdict(False, f"{candidate.tag} not promoted: {refusal}", beaten=True)
+        champions = json.loads(path.read_text()) if path.exists() else {}
+        champions[name] = candidate.tag
+        write_text(path, json.dumps(champions, indent=2))
     before = "no champion" if current is None else f"champion {current}"
+    warning = None if refusal is None else (
+        f"forced: {candidate.tag} promoted although the comparison refused it ({refusal})")
     return Verdict(True, f"{candidate.tag} is champion ({SCORE} {score:.4f}; was {before}"
-                         f"{replaced})")
+                         f"{replaced})", warning=warning)

@@ -95,3 +95,36 @@ def test_train_resume_of_a_run_that_is_not_there_is_one_error_line(ml100k_worksp
     assert "nothing to resume" in missing.output and "Traceback" not in missing.output
     malformed = runner.invoke(app, [*args, "--resume", "../elsewhere"])
     assert malformed.exit_code == 2 and "training.resume" in malformed.output
+
+
+def test_promote_refuses_a_worse_model_and_force_promotes_it_with_a_warning(
+        untrained, monkeypatch, tmp_path):
+    monkeypatch.setattr(package, "_champions_file", lambda: tmp_path / "champions.json")
+    model, data, items, services = untrained
+
+    def saved(score: float) -> str:
+        return package.save(model, items, metrics={package.SCORE: score},
+                            dataset_fingerprint="c" * 64, feature_services=services,
+                            genre_names=data.genre_names, log=lambda _: None)
+
+    champion, worse = saved(0.05), saved(0.04)
+    assert runner.invoke(app, ["promote", champion]).exit_code == 0
+    refused = runner.invoke(app, ["promote", worse])
+    assert refused.exit_code == 1, refused.output
+    assert f"{worse} not promoted: {package.SCORE} 0.0400 vs champion {champion} 0.0500" in (
+        refused.output)
+    assert f"`irec promote --force {worse}` promotes it regardless" in refused.output
+    assert package.champion() == champion
+
+    forced = runner.invoke(app, ["promote", "--force", worse])
+    assert forced.exit_code == 0, forced.output
+    first, second = forced.output.splitlines()[:2]
+    assert first == (f"warning: forced: {worse} promoted although the comparison refused it "
+                     f"({package.SCORE} 0.0400 vs champion {champion} 0.0500; needs +0.0000, "
+                     "lost by 0.0100)")
+    assert second.startswith(f"{worse} is champion")
+    assert package.champion() == worse
+
+    nan = runner.invoke(app, ["promote", "--force", saved(float("nan"))])
+    assert nan.exit_code == 1 and "not a number" in nan.output and "warning" not in nan.output
+    assert package.champion() == worse
