@@ -14,8 +14,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +24,16 @@ TEMP_SUFFIX = ".tmp"
 
 
 def temp_path(path: Path) -> Path:
-    """A new empty file beside ``path`` (``.<name>.<random>.tmp``), for staging its content."""
+    """A new empty file beside ``path`` (``.<name>.<random>.tmp``), for staging its content.
+
+    Its mode is what a plain ``open(path, "w")`` would give (0o666 less the umask), not
+    mkstemp's 0o600: other users (a serving pod's uid) must read the published file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    return Path(name)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
 
 
 def fsync(path: Path) -> None:

@@ -126,3 +126,10 @@ def test_write_text_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     atomic.write_text(target, json.dumps({"v": 2}))
     assert json.loads(target.read_text()) == {"v": 2}
     assert [p.name for p in target.parent.iterdir()] == ["state.json"]
+
+
+def test_published_files_get_the_mode_of_a_plain_write(tmp_path):
+    plain, atomic_file = tmp_path / "plain.txt", tmp_path / "atomic.txt"
+    plain.write_text("x")
+    atomic.write_text(atomic_file, "x")
+    assert atomic_file.stat().st_mode == plain.stat().st_mode
