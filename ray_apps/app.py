@@ -17,7 +17,6 @@ the args into ``AppArgs``.)
 
 import time
 
-import bentoml
 from ray import serve
 from ray.serve._private.build_app import build_app as build_deployments
 from ray.serve.config import gRPCOptions
@@ -28,10 +27,11 @@ from features.store import open_store
 from ray_apps.config import AppArgs, ServingConfig
 from ray_apps.ingress import Ingress
 from ray_apps.intent import Intent
-from ray_apps.models import check_contract, resolve_tag
+from ray_apps.models import check_contract, check_data, resolve_tag
 from ray_apps.ranking import Ranking
 from ray_apps.retrieval import Retrieval
 from ray_apps.schemas import MAX_BODY_BYTES
+from serving import package
 
 IMPORT_PATH = "ray_apps.app:build_app"
 GRPC_SERVICER = "serving.recommend_pb2_grpc.add_RecommenderServicer_to_server"
@@ -107,14 +107,16 @@ def serve_config(apps: dict[str, AppArgs]) -> dict:
 
 
 def preflight(args: AppArgs) -> str:
-    """Fail fast, before any replica starts: the model exists and matches the feature store.
+    """Fail fast, before any replica starts: the model exists and agrees with the feature
+    store (contract and id map, ``serving.newer_data``).
 
-    Returns the concrete model tag. The replicas run the same check when they load a model.
+    Returns the concrete model tag. The replicas run the same checks when they load a model.
     """
     store = open_store(args.features)
-    stored = bentoml.models.get(resolve_tag(args.serving.model_tag))
-    check_contract(dict(stored.info.metadata), store, str(stored.tag))
-    return str(stored.tag)
+    packaged = package.load(resolve_tag(args.serving.model_tag))
+    check_contract(packaged.metadata, store, packaged.tag)
+    check_data(packaged.items, packaged.metadata, store, packaged.tag, args.serving.newer_data)
+    return packaged.tag
 
 
 def deploy(apps: dict[str, AppArgs], *, check: bool = True, timeout_s: float = 600.0) -> dict:

@@ -154,11 +154,16 @@ class RankingKnobs(StageKnobs):
     item_features_ttl_s: float = Field(60.0, ge=0)
 
 
+NewerData = Literal["serve", "refuse"]
+
+
 class Tagged(StrictModel):
-    """The model every stage's ``user_config`` names: ``irec rollout`` changes only this."""
+    """The model every stage's ``user_config`` names: ``irec rollout`` changes only the tag."""
 
     # BentoML tag (``interest:<version>``, ``interest:latest``) or ``champion``.
     model_tag: str
+    # See ServingConfig.newer_data.
+    newer_data: NewerData
 
 
 class IngressUserConfig(IngressKnobs):
@@ -191,6 +196,10 @@ class ServingConfig(StrictModel):
     # BentoML tag every stage serves: ``champion`` (the promoted model), ``interest:latest``
     # or a version.
     model_tag: str = "champion"
+    # A model trained on another dataset than the store holds (another fingerprint, every item
+    # id still naming the same item): serve it, logged (a live store moves past its model), or
+    # refuse it. A model whose id map disagrees with the store is always refused.
+    newer_data: NewerData = "serve"
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(9000, ge=1, le=65535)
     # Requests slower than this end with 408 / DEADLINE_EXCEEDED instead of waiting forever
@@ -212,7 +221,7 @@ class ServingConfig(StrictModel):
 
     def user_config(self, stage: str) -> dict:
         """The ``user_config`` of ``stage``, validated as its replicas will validate it."""
-        tag = {"model_tag": self.model_tag}
+        tag = {"model_tag": self.model_tag, "newer_data": self.newer_data}
         config = {
             "Ingress": IngressUserConfig(**self.ingress.model_dump(),
                                          request_timeout_s=self.request_timeout_s),

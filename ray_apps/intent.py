@@ -39,6 +39,7 @@ class Intent:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = IntentUserConfig.model_validate(config)
         torch.set_num_threads(knobs.threads)
+        self.models.newer_data = knobs.newer_data
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         await self._prototypes(model)
         self.models.current = model.tag

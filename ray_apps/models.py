@@ -92,8 +92,10 @@ def check_contract(metadata: dict, store: FeatureStore, tag: str) -> None:
                 f"{actual[:12]}...; refusing to start (re-train or point at the right store)")
 
 
-def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: str) -> None:
-    """The model's id map against the store's items: refuse a disagreement, log newer data."""
+def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: str,
+               newer_data: str = "serve") -> None:
+    """The model's id map against the store's items: refuse a disagreement; another dataset
+    (fingerprint) is logged and served, or refused when ``newer_data`` is ``refuse``."""
     data_dir = Path(store.repo_path) / "data"
     stored = pd.read_parquet(data_dir / "items.parquet", columns=["item_id", "raw_item_id"])
     joined = items[["item_id", "raw_item_id"]].merge(stored, on="item_id", how="left",
@@ -111,16 +113,20 @@ def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: st
             f"store {has}); refusing to serve it (re-train on this data)")
     trained_on = metadata.get("dataset_fingerprint", "")
     holds = read_manifest(data_dir)["fingerprint"]
+    if trained_on != holds and newer_data == "refuse":
+        raise ContractError(
+            f"{tag} was trained on dataset {trained_on[:12]}..., the feature store at "
+            f"{store.repo_path} holds {holds[:12]}...; refusing it (serving.newer_data: refuse)")
     if trained_on != holds:
         LOG.warning("%s was trained on dataset %s...; the store holds %s... (%d newer items): "
                     "serving it, its %d item ids agree", tag, trained_on[:12], holds[:12],
                     len(stored) - len(joined), len(joined))
 
 
-def load(tag: str, store: FeatureStore) -> ServingModel:
+def load(tag: str, store: FeatureStore, newer_data: str = "serve") -> ServingModel:
     packaged = package.load(resolve_tag(tag))
     check_contract(packaged.metadata, store, packaged.tag)
-    check_data(packaged.items, packaged.metadata, store, packaged.tag)
+    check_data(packaged.items, packaged.metadata, store, packaged.tag, newer_data)
     model = packaged.model
     n = model.cfg.num_items + 1
     items = packaged.items.set_index("item_id").reindex(range(n))
@@ -190,6 +196,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self.current: str | None = None
+        self.newer_data = "serve"  # the stages set it from their user_config
 
     def load(self, tag: str) -> ServingModel:
         """Load ``tag`` fully without making it current (the caller switches ``current``).
@@ -230,7 +237,7 @@ class ModelCache:
             found = self.cached(wanted)
             if found is not None:
                 return found
-            model = load(wanted, self.store)
+            model = load(wanted, self.store, self.newer_data)
         with self._lock:
             self._loading.pop(wanted, None)
             self._models[model.tag] = model

@@ -50,6 +50,7 @@ class Ranking:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
         knobs = RankingUserConfig.model_validate(config)
         torch.set_num_threads(knobs.threads)
+        self.models.newer_data = knobs.newer_data
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
         self.read_at = time.monotonic()

@@ -63,6 +63,7 @@ class Retrieval:
         torch.set_num_threads(knobs.threads)
         set_threads(knobs.threads)
         self.as_of = self._pinned(knobs.clock)
+        self.models.newer_data = knobs.newer_data
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         if model.num_items >= knobs.ann_min_items:
             await model.derive("ann_index", lambda m: ItemIndex(m.item_vectors))

@@ -14,6 +14,9 @@ def test_a_model_whose_id_map_disagrees_with_the_store_is_refused(untrained, ml1
     _, _, items, _ = untrained
     store = open_store(ml100k_workspace)
     check_data(items, {"dataset_fingerprint": "0" * 64}, store, "interest:agrees")
+    with pytest.raises(ContractError, match=r"trained on dataset 000000000000\.\.\., the "
+                                            r"feature store .* holds [0-9a-f]{12}\.\.\."):
+        check_data(items, {"dataset_fingerprint": "0" * 64}, store, "interest:older", "refuse")
     swapped = items.copy()
     swapped.loc[swapped.item_id == 1, "raw_item_id"] = "not-the-same-item"
     with pytest.raises(ContractError, match=r"disagree on 1 of 1682 item ids \(item 1: model "
