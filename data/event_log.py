@@ -1,0 +1,111 @@
+"""The live event contract and the offline event log every accepted event is appended to.
+
+An ``Event`` is one thing a user did: ``event_id`` (the client's idempotency key), normalised
+``user_id`` and ``item_id``, epoch-second ``timestamp``, an optional ``rating``, a ``kind``
+(``interaction``, ``click``, ``purchase``... free text) and the ``request_id`` of the
+recommendation it followed, if any.
+
+The log is partitioned parquet under ``<data>/event_log/date=YYYY-MM-DD/`` (by event date,
+UTC). Each append writes one new file per date, under a temporary name, fsynced, renamed and
+the folder fsynced (``data.atomic.publish``): an append that returned is durable, and a crash
+leaves whole files or none (a temporary ``.part-*.tmp`` a reader never lists). The log is
+at-least-once: a client that retries a batch whose answer it never saw may log it twice, so
+``read`` keeps the first logged row of each ``event_id``. Files are never rewritten, so any
+number of writers (Serve replicas, pods sharing the features volume) append without a lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from data.atomic import publish, temp_path
+
+EVENT_LOG_DIR = "event_log"
+_TIME = pa.timestamp("us", tz="UTC")
+# Rows as logged; ``date`` (the partition) is added by the reader from the folder name.
+EVENT_LOG_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("user_id", pa.int64()), ("item_id", pa.int64()),
+    ("rating", pa.float64()), ("kind", pa.string()), ("request_id", pa.string()),
+    ("event_timestamp", _TIME), ("logged_at", _TIME),
+])
+
+
+@dataclass(frozen=True)
+class Event:
+    """One accepted user event (validated by the API before it gets here)."""
+
+    event_id: str
+    user_id: int
+    item_id: int
+    timestamp: int  # epoch seconds
+    rating: float | None = None
+    kind: str = "interaction"
+    request_id: str = ""
+
+
+class EventLog:
+    """Append-only, partitioned, crash-safe parquet log of events under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, data_dir: Path) -> EventLog:
+        """The log of a feature workspace's ``data`` folder."""
+        return cls(Path(data_dir) / EVENT_LOG_DIR)
+
+    def append(self, events: Sequence[Event]) -> list[Path]:
+        """Write ``events`` durably (one file per event date); returns the files written."""
+        if not events:
+            return []
+        logged_at = time.time_ns()
+        frame = pd.DataFrame({
+            "event_id": [e.event_id for e in events],
+            "user_id": [e.user_id for e in events],
+            "item_id": [e.item_id for e in events],
+            "rating": [float("nan") if e.rating is None else e.rating for e in events],
+            "kind": [e.kind for e in events],
+            "request_id": [e.request_id for e in events],
+            "event_timestamp": pd.to_datetime([e.timestamp for e in events], unit="s", utc=True),
+            "logged_at": pd.Timestamp(logged_at // 1000, unit="us", tz="UTC"),
+        })
+        name = f"part-{logged_at}-{uuid.uuid4().hex[:8]}.parquet"
+        written = []
+        for date, rows in frame.groupby(frame["event_timestamp"].dt.strftime("%Y-%m-%d")):
+            path = self.root / f"date={date}" / name
+            tmp = temp_path(path)
+            try:
+                table = pa.Table.from_pandas(rows, schema=EVENT_LOG_SCHEMA,
+                                             preserve_index=False)
+                pq.write_table(table, tmp)
+                publish(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(path)
+        return written
+
+    def read(self, until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every logged event once (first logged row of each ``event_id``), oldest first;
+        only events stamped at or before ``until`` when given."""
+        files = sorted(self.root.glob("date=*/part-*.parquet"))
+        if not files:
+            return EVENT_LOG_SCHEMA.empty_table().to_pandas()
+        table = ds.dataset(files, schema=EVENT_LOG_SCHEMA, format="parquet").to_table()
+        frame = table.to_pandas().sort_values(["logged_at", "event_id"], kind="stable")
+        frame = frame.drop_duplicates("event_id", keep="first")
+        if until is not None:
+            frame = frame[frame["event_timestamp"] <= pd.Timestamp(until)]
+        return frame.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(
+            drop=True)
+
+    def files(self) -> list[Path]:
+        return sorted(self.root.glob("date=*/part-*.parquet"))
