@@ -10,8 +10,11 @@ UTC). Each append writes one new file per date, under a temporary name, fsynced,
 the folder fsynced (``data.atomic.publish``): an append that returned is durable, and a crash
 leaves whole files or none (a temporary ``.part-*.tmp`` a reader never lists). The log is
 at-least-once: a client that retries a batch whose answer it never saw may log it twice, so
-``read`` keeps the first logged row of each ``event_id``. Files are never rewritten, so any
-number of writers (Serve replicas, pods sharing the features volume) append without a lock.
+``read`` keeps the first logged row of each ``event_id``. The features build reads the log,
+builds its tables from the ingested events plus the logged ones (``dataset_events``) and keeps
+what it read as ``logged_events.parquet``, which training reads. Files are never
+rewritten, so any number of writers (Serve replicas, pods sharing the features volume) append
+without a lock.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import pyarrow.parquet as pq
 from data.atomic import publish, temp_path
 
 EVENT_LOG_DIR = "event_log"
+# The log as the last features build read it: training reads this snapshot, so it learns from
+# exactly the events the feature tables were built from, however many arrived since.
+LOGGED_EVENTS = "logged_events.parquet"
 _TIME = pa.timestamp("us", tz="UTC")
 # Rows as logged; ``date`` (the partition) is added by the reader from the folder name.
 EVENT_LOG_SCHEMA = pa.schema([
@@ -109,3 +115,27 @@ class EventLog:
 
     def files(self) -> list[Path]:
         return sorted(self.root.glob("date=*/part-*.parquet"))
+
+
+def logged_events(data_dir: Path) -> pd.DataFrame:
+    """The logged events the last features build used (``LOGGED_EVENTS``); none before one."""
+    path = Path(data_dir) / LOGGED_EVENTS
+    if not path.exists():
+        return EVENT_LOG_SCHEMA.empty_table().to_pandas()
+    return pd.read_parquet(path)
+
+
+def write_logged_events(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``EventLog.read()``'s frame as the build's snapshot (the caller stages ``path``)."""
+    pq.write_table(pa.Table.from_pandas(frame, schema=EVENT_LOG_SCHEMA, preserve_index=False),
+                   path)
+
+
+def dataset_events(events: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
+    """The ingested ``events`` table plus ``logged`` events, as one canonical events table
+    (``data.schema`` columns, sorted by user and time)."""
+    if logged.empty:
+        return events
+    merged = pd.concat([events, logged[list(events.columns)]], ignore_index=True)
+    return merged.sort_values(["user_id", "event_timestamp"], kind="stable").reset_index(
+        drop=True)

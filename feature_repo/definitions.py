@@ -9,6 +9,7 @@ year is treated as cold), item trends after 90 days.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int64, String
 
@@ -78,6 +79,22 @@ item_text_embedding_source = FileSource(
 item_text_embedding_fv = FeatureView(
     name="item_text_embedding", entities=[item], ttl=STATIC, source=item_text_embedding_source,
     schema=[Field(name="text_embedding", dtype=Array(Float32))],
+)
+
+# Every event the events API accepted (data/event_log.py: partitioned parquet, one file per
+# batch and date): offline only, for point-in-time training sets ("the user's latest event as
+# of t"); the online features it changes are the views above, updated live (features/live.py).
+event_log_source = FileSource(
+    name="event_log_source", path="data/event_log/date=*/part-*.parquet",
+    file_format=ParquetFormat(), timestamp_field="event_timestamp",
+    field_mapping={"item_id": "event_item_id", "rating": "event_rating"},
+)
+logged_event_fv = FeatureView(
+    name="logged_event", entities=[user], ttl=BEHAVIOUR_TTL, source=event_log_source,
+    online=False,
+    schema=[Field(name="event_id", dtype=String), Field(name="event_item_id", dtype=Int64),
+            Field(name="event_rating", dtype=Float64), Field(name="kind", dtype=String),
+            Field(name="request_id", dtype=String)],
 )
 
 # The request's own clock, so decay is computed against the time of the request.

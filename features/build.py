@@ -1,6 +1,7 @@
 """``irec features build``: write the Feast source tables for the ingested dataset.
 
-Reads events/items/users from ``<repo_path>/data`` and writes ``user_history``,
+Reads events/items/users from ``<repo_path>/data``, plus the events logged live since
+(``data.event_log``: the events API appends them), and writes ``user_history``,
 ``user_stats``, ``item_stats`` and ``item_text_embedding`` parquet files beside them, plus
 ``features.json`` recording what they were built from (dataset fingerprint, history length,
 language model). Item embeddings are the slow step; they are reused when the dataset, the
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.atomic import StagedFiles, file_lock, recover, remove_stale_temps
+from data.event_log import LOGGED_EVENTS, EventLog, dataset_events, write_logged_events
 from data.ingest import locked_dataset
 from features import tables
 from features.config import FeatureConfig
@@ -64,9 +66,16 @@ def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
     with file_lock(data / LOCK):
         if recover(data, JOURNAL):
             log(f"features: completed an interrupted build in {data}")
-        remove_stale_temps(data, [*(f"{t}.parquet" for t in TABLES), BUILD_FILE, JOURNAL])
+        remove_stale_temps(data, [*(f"{t}.parquet" for t in TABLES), BUILD_FILE, JOURNAL,
+                                  LOGGED_EVENTS])
+        logged = EventLog.of(data).read()
+        if len(logged):
+            log(f"features: {len(logged):,} logged live events join the {len(events):,} "
+                "ingested ones")
         with StagedFiles(data, JOURNAL) as staged:
-            summary = _build(cfg, manifest, events, items, staged, log)
+            write_logged_events(logged, staged.stage(LOGGED_EVENTS))
+            summary = _build(cfg, manifest, dataset_events(events, logged), items, staged, log)
+            summary["logged_events"] = len(logged)
             summary["seconds"] = round(time.perf_counter() - started, 2)
             staged.stage(BUILD_FILE).write_text(json.dumps(summary, indent=2))
             staged.commit()

@@ -123,6 +123,8 @@ def materialize(
     with registry_lock(store):
         store.refresh_registry()
         for view in store.list_feature_views():
+            if not view.online:  # offline-only (the event log): nothing to load
+                continue
             view_start = start or EPOCH
             if incremental and view.most_recent_end_time is not None:
                 view_start = view.most_recent_end_time

@@ -25,6 +25,7 @@ from data.schema import IngestError
 from irec.config import PlatformConfig
 from irec.console import Commands, fail, load_config, session
 from irec.demo import run_cmd
+from irec.event_commands import register as register_event_commands
 from irec.k8s_commands import register as register_k8s_commands
 from irec.serve_commands import VerboseOpt
 from irec.serve_commands import register as register_serve_commands
@@ -37,6 +38,7 @@ app.add_typer(features_app, name="features")
 app.command("run")(run_cmd)
 register_serve_commands(app)
 register_k8s_commands(app)
+register_event_commands(app)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/).")]
 RepoOpt = Annotated[Path | None, typer.Option(help="Feature-store workspace (data/ lives here).")]

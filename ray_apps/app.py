@@ -1,4 +1,5 @@
-"""The recommendation application: Retrieval -> Intent -> Ranking behind an HTTP/gRPC Ingress.
+"""The recommendation application: Retrieval -> Intent -> Ranking behind an HTTP/gRPC Ingress,
+and Events (live user events: the event log and the online features) beside them.
 
     irec serve --config configs/tiny.yaml            # from the platform config
     irec serve-config --config configs/tiny.yaml -o app.yaml && serve run app.yaml
@@ -25,6 +26,7 @@ from ray.serve.schema import LoggingConfig, ServeApplicationSchema, ServeDeployS
 
 from features.store import open_store
 from ray_apps.config import AppArgs, ServingConfig
+from ray_apps.events import Events
 from ray_apps.ingress import Ingress
 from ray_apps.intent import Intent
 from ray_apps.models import check_contract, check_data, resolve_tag
@@ -72,7 +74,8 @@ def build_app(args: AppArgs) -> Application:
     retrieval = _placed(Retrieval, args, "Retrieval").bind(features)
     intent = _placed(Intent, args, "Intent").bind(features)
     ranking = _placed(Ranking, args, "Ranking").bind(features)
-    return _placed(Ingress, args, "Ingress").bind(retrieval, intent, ranking,
+    events = _placed(Events, args, "Events").bind(features)
+    return _placed(Ingress, args, "Ingress").bind(retrieval, intent, ranking, events,
                                                   args.serving.auth)
 
 

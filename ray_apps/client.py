@@ -2,9 +2,12 @@
 
     client = HTTPClient("http://127.0.0.1:8000", token=...)   # or GRPCClient("127.0.0.1:9000")
     answer = client.recommend(RecommendRequest(user_id=42, n=5, query="something funny"))
+    logged = client.log_events(EventsRequest(events=[EventIn(event_id="e1", user_id=42,
+                                                             item_id=50)]))  # write scope
 
-Both return ``RecommendResponse``; a rejected request raises ``APIError`` with the status (HTTP
-code, or the gRPC status name) and the server's message, which names the offending field.
+Both return ``RecommendResponse`` (``EventsResponse``); a rejected request raises ``APIError``
+with the status (HTTP code, or the gRPC status name) and the server's message, which names the
+offending field.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ import grpc
 import requests
 from google.protobuf.json_format import MessageToDict
 
-from ray_apps.schemas import Health, RecommendRequest, RecommendResponse
+from ray_apps.schemas import (
+    EventsRequest,
+    EventsResponse,
+    Health,
+    RecommendRequest,
+    RecommendResponse,
+)
 from serving import recommend_pb2 as pb
 from serving import recommend_pb2_grpc as pb_grpc
 
@@ -33,15 +42,21 @@ class HTTPClient:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        return RecommendResponse.model_validate(self._post("/recommend", request))
+
+    def log_events(self, request: EventsRequest) -> EventsResponse:
+        return EventsResponse.model_validate(self._post("/events", request))
+
+    def _post(self, path: str, request) -> dict:
         body = request.model_dump(mode="json", exclude_unset=True)
-        reply = self.session.post(f"{self.url}/recommend", json=body, timeout=self.timeout_s)
+        reply = self.session.post(f"{self.url}{path}", json=body, timeout=self.timeout_s)
         if reply.status_code != 200:
             try:
                 message = reply.json().get("error", reply.text)
             except ValueError:
                 message = reply.text
             raise APIError(reply.status_code, message)
-        return RecommendResponse.model_validate(reply.json())
+        return reply.json()
 
     def health(self) -> Health:
         reply = self.session.get(f"{self.url}/healthz", timeout=self.timeout_s)
@@ -79,6 +94,22 @@ class GRPCClient:
             item["explanation"]["because_of"] = [int(i) for i in
                                                  item["explanation"]["because_of"]]
         return RecommendResponse.model_validate(fields)
+
+    def log_events(self, request: EventsRequest) -> EventsResponse:
+        message = pb.EventsRequest()
+        for e in request.events:
+            event = message.events.add(event_id=e.event_id, user_id=e.user_id,
+                                       item_id=e.item_id, kind=e.kind, request_id=e.request_id)
+            if e.timestamp is not None:
+                event.timestamp = e.timestamp
+            if e.rating is not None:
+                event.rating = e.rating
+        try:
+            reply = self.stub.LogEvents(message, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise APIError(exc.code().name, exc.details() or "") from exc
+        return EventsResponse(accepted=list(reply.accepted), duplicates=list(reply.duplicates),
+                              latency_ms=dict(reply.latency_ms))
 
     def health(self) -> Health:
         reply = self.stub.Health(pb.HealthRequest(), metadata=self.metadata,

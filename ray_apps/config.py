@@ -3,7 +3,7 @@
 ``ServingConfig`` is what a preset's ``serving:`` block holds and what ``build_app`` takes
 (inside ``AppArgs``, with the feature store and LM it reads). Per stage it has two parts:
 
-- runtime knobs (``ingress``, ``retrieval``, ``intent``, ``ranking``): each stage's
+- runtime knobs (``ingress``, ``retrieval``, ``intent``, ``ranking``, ``events``): each stage's
   ``user_config``, applied in ``reconfigure`` without a restart, so changing them in the
   chart's values (``serving.app``), in ``serveConfigV2`` or with ``irec rollout`` updates the
   running replicas in place;
@@ -24,7 +24,7 @@ from features.config import FeatureConfig
 from ray_apps.schemas import MAX_N
 from serving.auth import AuthConfig
 
-Stage = Literal["Retrieval", "Intent", "Ranking", "Ingress"]
+Stage = Literal["Retrieval", "Intent", "Ranking", "Events", "Ingress"]
 STAGES: tuple[str, ...] = get_args(Stage)
 # wall: decay and feature TTL against the current time; dataset_end: against one second after
 # the data's last event (replays of historical data: MovieLens-100K ends in April 1998);
@@ -154,6 +154,19 @@ class RankingKnobs(StageKnobs):
     item_features_ttl_s: float = Field(60.0, ge=0)
 
 
+class EventsKnobs(StrictModel):
+    """Events: accepted batches -> the offline event log and the online features."""
+
+    # Events stamped later than now plus this many seconds are refused: a wrong clock or unit.
+    max_future_skew_s: float = Field(300.0, ge=0)
+    # How long an event id is remembered online, so that a retry of it changes nothing.
+    dedup_ttl_s: float = Field(7 * 86_400.0, gt=0)
+    # Redis: tries of a batch whose users' or items' rows other writers keep changing.
+    max_attempts: int = Field(50, ge=1)
+    # SQLite: how long a batch waits for another writer's transaction.
+    busy_timeout_s: float = Field(5.0, gt=0)
+
+
 NewerData = Literal["serve", "refuse"]
 
 
@@ -190,6 +203,10 @@ class RankingUserConfig(RankingKnobs, Tagged):
     """What a Ranking replica reconfigures with."""
 
 
+class EventsUserConfig(EventsKnobs):
+    """What an Events replica reconfigures with."""
+
+
 class ServingConfig(StrictModel):
     """The Ray Serve application as ``irec serve`` and ``irec run`` start it (ray_apps/)."""
 
@@ -213,6 +230,7 @@ class ServingConfig(StrictModel):
     retrieval: RetrievalKnobs = RetrievalKnobs()
     intent: IntentKnobs = IntentKnobs()
     ranking: RankingKnobs = RankingKnobs()
+    events: EventsKnobs = EventsKnobs()
     # Per-deployment placement and admission; a stage not named here gets the defaults.
     deployments: dict[Stage, DeploymentConfig] = {}
 
@@ -229,6 +247,7 @@ class ServingConfig(StrictModel):
                                              clock=self.clock),
             "Intent": IntentUserConfig(**self.intent.model_dump(), **tag),
             "Ranking": RankingUserConfig(**self.ranking.model_dump(), **tag),
+            "Events": EventsUserConfig(**self.events.model_dump()),
         }[stage]
         return config.model_dump(mode="json")
 

@@ -1,8 +1,9 @@
 """Ingress: the HTTP (FastAPI) and gRPC front of the pipeline.
 
     POST /recommend   RecommendRequest -> RecommendResponse      (OpenAPI at /docs)
+    POST /events      EventsRequest -> EventsResponse            (write scope; ray_apps/events.py)
     GET  /healthz     {"status": "ok", "model": <tag>}
-    gRPC irec.v1.Recommender/Recommend and /Health                (serving/recommend.proto)
+    gRPC irec.v1.Recommender/Recommend, /LogEvents and /Health    (serving/recommend.proto)
 
 Every call but health and the API docs needs a bearer token with its scope (serving/auth.py):
 401 / UNAUTHENTICATED without a known token, 403 / PERMISSION_DENIED without the scope, checked
@@ -10,14 +11,17 @@ before the body is read.
 
 Both protocols validate into the same pydantic request and run the same ``recommend``. Bad
 input is a 4xx naming the field (gRPC: INVALID_ARGUMENT / NOT_FOUND with the same message):
-wrong types and ranges 422, unknown user 404, oversized body 413, wrong content type 415.
-Overload is Serve's own admission control: 503 / RESOURCE_EXHAUSTED.
+wrong types and ranges 422 (an unknown item in events too), unknown user 404, oversized body
+413, wrong content type 415. Overload is Serve's own admission control: 503 /
+RESOURCE_EXHAUSTED; a batch of events the feature store could not take is a 503 / UNAVAILABLE
+(nothing acknowledged: retry it).
 
 (No ``from __future__ import annotations`` here: FastAPI must see the real body type.)
 """
 
 import asyncio
 import time
+import uuid
 
 import grpc
 from fastapi import FastAPI, Request
@@ -33,10 +37,13 @@ from ray_apps.config import IngressUserConfig
 from ray_apps.messages import Query
 from ray_apps.schemas import (
     MAX_BODY_BYTES,
+    EventsRequest,
+    EventsResponse,
     Health,
     RecommendRequest,
     RecommendResponse,
     describe,
+    events_from_proto,
     from_proto,
     to_proto,
 )
@@ -45,7 +52,7 @@ from serving.auth import AuthConfig, Authenticator, AuthError, Scope, TokenGuard
 
 GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
               404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
-              422: grpc.StatusCode.INVALID_ARGUMENT}
+              422: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
 # Open without a token: liveness/readiness probes and the API's own description.
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 # The scope each route needs; any other path needs ``write`` (deny by default).
@@ -130,8 +137,9 @@ API = create_api(MAX_BODY_BYTES)
 @serve.ingress(API)
 class Ingress:
     def __init__(self, retrieval: DeploymentHandle, intent: DeploymentHandle,
-                 ranking: DeploymentHandle, auth: AuthConfig) -> None:
+                 ranking: DeploymentHandle, events: DeploymentHandle, auth: AuthConfig) -> None:
         self.retrieval, self.intent, self.ranking = retrieval, intent, ranking
+        self.events = events
         # reads the token file now: a missing or malformed one fails the deployment, named
         self.auth = Authenticator(auth)
         API.state.authenticator = self.auth
@@ -183,7 +191,8 @@ class Ingress:
         dist = dict(sorted(zip(ranked.genres, ranked.intent, strict=True), key=lambda kv: -kv[1]))
         latency = {**retrieved.latency_ms, **(understood.latency_ms if understood else {}),
                    **ranked.latency_ms, "total": round((time.perf_counter() - began) * 1000, 3)}
-        return RecommendResponse(items=ranked.items, intent=dist, model=retrieved.model,
+        return RecommendResponse(request_id=uuid.uuid4().hex, items=ranked.items, intent=dist,
+                                 model=retrieved.model,
                                  cold_start=retrieved.cold_start,
                                  cold_start_reason=retrieved.cold_start_reason,
                                  latency_ms=latency)
@@ -191,6 +200,25 @@ class Ingress:
     @API.post("/recommend", response_model=RecommendResponse)
     async def recommend_http(self, body: RecommendRequest) -> RecommendResponse:
         return await self.recommend(body, "http")
+
+    async def log_events(self, batch: EventsRequest) -> EventsResponse:
+        deadline = self.knobs.request_timeout_s
+        try:
+            async with asyncio.timeout(deadline):
+                logged = await self.events.remote(batch)
+        except TimeoutError:
+            raise RequestError(408, "request", f"not answered within request_timeout_s="
+                                               f"{deadline}s; retry the batch") from None
+        if logged.error:
+            raise RequestError(logged.error["status"], logged.error["field"],
+                               logged.error["message"])
+        return EventsResponse(accepted=logged.accepted, duplicates=logged.duplicates,
+                              latency_ms=logged.latency_ms)
+
+    @API.post("/events", response_model=EventsResponse)
+    async def events_http(self, body: EventsRequest) -> EventsResponse:
+        """Log a batch of user events (write scope): durable, then live online."""
+        return await self.log_events(body)
 
     async def _health(self) -> Health:
         model, store = await asyncio.gather(self.retrieval.model_tag.remote(),
@@ -220,6 +248,25 @@ class Ingress:
             grpc_context.set_code(GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT))
             grpc_context.set_details(str(exc))
         return pb.RecommendResponse()
+
+    async def LogEvents(self, message: pb.EventsRequest,  # noqa: N802 (gRPC method name)
+                        grpc_context: RayServegRPCContext) -> pb.EventsResponse:
+        try:
+            metadata = dict(grpc_context.invocation_metadata())
+            self.auth.check(metadata.get("authorization"), "write")
+            answer = await self.log_events(events_from_proto(message))
+            return pb.EventsResponse(accepted=answer.accepted, duplicates=answer.duplicates,
+                                     latency_ms=answer.latency_ms)
+        except AuthError as exc:
+            grpc_context.set_code(GRPC_CODES[exc.status])
+            grpc_context.set_details(f"{exc.field}: {exc.message}")
+        except ValidationError as exc:
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(describe(exc))
+        except RequestError as exc:
+            grpc_context.set_code(GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT))
+            grpc_context.set_details(str(exc))
+        return pb.EventsResponse()
 
     async def Health(self, message: pb.HealthRequest) -> pb.HealthResponse:  # noqa: N802
         health = await self._health()

@@ -1,4 +1,5 @@
-"""The messages the stages pass each other: Ingress -> Retrieval and Intent -> Ranking -> Ingress.
+"""The messages the stages pass each other: Ingress -> Retrieval and Intent -> Ranking -> Ingress,
+and Ingress -> Events -> Ingress.
 
 Plain pydantic models, with no model, store or Serve import. A reply is unpickled in the
 caller, which imports the module that defines its class: defined in a stage's module, the
@@ -55,4 +56,13 @@ class Ranked(BaseModel):
     items: list[dict] = []  # ScoredItem fields
     genres: list[str] = []
     intent: list[float] = []  # (G,) the blended intent distribution
+    latency_ms: dict[str, float] = {}
+
+
+class Logged(BaseModel):
+    """Events -> Ingress: what a batch of events did."""
+
+    error: dict | None = None  # {"status", "field", "message"}: the batch was refused whole
+    accepted: list[str] = []  # event ids applied by this call
+    duplicates: list[str] = []  # event ids applied before
     latency_ms: dict[str, float] = {}

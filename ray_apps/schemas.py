@@ -22,6 +22,8 @@ MAX_N = 100
 MAX_EXCLUDE = 1000
 MAX_QUERY_CHARS = 500
 MAX_BODY_BYTES = 256 * 1024
+MAX_EVENTS = 500  # events per POST /events (or LogEvents) batch
+EVENT_ID = r"^[A-Za-z0-9_.:@/-]{1,128}$"
 
 
 class HistoryEvent(BaseModel):
@@ -75,12 +77,48 @@ class ScoredItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
+    request_id: str = Field("", description="Names this answer in the exposure log; events "
+                                             "that follow it may name it")
     items: list[ScoredItem]
     intent: dict[str, float] = Field(..., description="Genre -> probability, best first")
     model: str = Field(..., description="Tag of the model that answered")
     cold_start: bool = Field(..., description="True: popularity-within-intent fallback")
     cold_start_reason: str = ""
     latency_ms: dict[str, float] = Field(..., description="Per stage, and total")
+
+
+class EventIn(BaseModel):
+    """One thing a user did, as a client reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(..., pattern=EVENT_ID,
+                          description="The client's idempotency key: a retried id counts once")
+    user_id: int = Field(..., ge=1, le=2**62,
+                         description="Normalised user id; a new id starts a new user")
+    item_id: ItemId = Field(..., description="Normalised item id of the catalogue")
+    timestamp: int | None = Field(None, ge=0, le=2**40,
+                                  description="Epoch seconds (default: when it is received)")
+    rating: float | None = Field(None, ge=0, le=100,
+                                 description="Rating on the dataset's scale, if it has one")
+    kind: str = Field("interaction", pattern=r"^[a-z][a-z0-9_]{0,31}$",
+                      description="What happened: interaction, click, purchase, rating...")
+    request_id: str = Field("", max_length=64,
+                            description="The recommendation (its request_id) this followed")
+
+
+class EventsRequest(BaseModel):
+    """A batch of events, accepted whole or refused whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(..., min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    accepted: list[str] = Field(..., description="Event ids applied by this call")
+    duplicates: list[str] = Field(..., description="Event ids applied before (nothing done)")
+    latency_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class Health(BaseModel):
@@ -104,6 +142,21 @@ def from_proto(message: Message) -> RecommendRequest:
     return RecommendRequest.model_validate(raw)
 
 
+def events_from_proto(message: Message) -> EventsRequest:
+    """The pydantic batch of a gRPC ``EventsRequest``; raises ValidationError."""
+    events = []
+    for e in message.events:
+        raw: dict = {"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id,
+                     "request_id": e.request_id}
+        if e.kind:
+            raw["kind"] = e.kind
+        for name in ("timestamp", "rating"):
+            if e.HasField(name):
+                raw[name] = getattr(e, name)
+        events.append(raw)
+    return EventsRequest.model_validate({"events": events})
+
+
 def to_proto(response: RecommendResponse) -> pb.RecommendResponse:
     return pb.RecommendResponse(
         items=[pb.ScoredItem(
@@ -111,7 +164,8 @@ def to_proto(response: RecommendResponse) -> pb.RecommendResponse:
             score=i.score, explanation=pb.Explanation(**i.explanation.model_dump()))
             for i in response.items],
         intent=response.intent, model=response.model, cold_start=response.cold_start,
-        cold_start_reason=response.cold_start_reason, latency_ms=response.latency_ms)
+        cold_start_reason=response.cold_start_reason, latency_ms=response.latency_ms,
+        request_id=response.request_id)
 
 
 def describe(error: ValidationError) -> str:

@@ -44,6 +44,11 @@ class RecommenderStub:
                 request_serializer=serving_dot_recommend__pb2.HealthRequest.SerializeToString,
                 response_deserializer=serving_dot_recommend__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.LogEvents = channel.unary_unary(
+                '/irec.v1.Recommender/LogEvents',
+                request_serializer=serving_dot_recommend__pb2.EventsRequest.SerializeToString,
+                response_deserializer=serving_dot_recommend__pb2.EventsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -61,6 +66,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LogEvents(self, request, context):
+        """needs the write scope
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +85,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=serving_dot_recommend__pb2.HealthRequest.FromString,
                     response_serializer=serving_dot_recommend__pb2.HealthResponse.SerializeToString,
+            ),
+            'LogEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogEvents,
+                    request_deserializer=serving_dot_recommend__pb2.EventsRequest.FromString,
+                    response_serializer=serving_dot_recommend__pb2.EventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +146,33 @@ class Recommender:
             '/irec.v1.Recommender/Health',
             serving_dot_recommend__pb2.HealthRequest.SerializeToString,
             serving_dot_recommend__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/irec.v1.Recommender/LogEvents',
+            serving_dot_recommend__pb2.EventsRequest.SerializeToString,
+            serving_dot_recommend__pb2.EventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
+from data.event_log import dataset_events, logged_events
 from data.ingest import read_manifest
 from features.config import FeatureConfig
 from features.store import open_store
@@ -66,9 +67,13 @@ class WorkerJob(BaseModel):
 
 
 def prepare_data(features: FeatureConfig, log: Callable[[str], None] = print) -> SequenceData:
-    """Leave-one-out sequences from the Feast offline store (point-in-time correct)."""
+    """Leave-one-out sequences from the Feast offline store (point-in-time correct), over the
+    ingested events and the logged ones the last features build used."""
     manifest = read_manifest(features.data_dir)
-    events = pd.read_parquet(features.data_dir / "events.parquet")
+    logged = logged_events(features.data_dir)
+    events = dataset_events(pd.read_parquet(features.data_dir / "events.parquet"), logged)
+    if len(logged):
+        log(f"data: {len(logged):,} logged live events included")
     items = pd.read_parquet(features.data_dir / "items.parquet")
     return sequences.build(open_store(features), events, manifest, features.history_length, log,
                            items=items)

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from data.event_log import Event
+from data.event_log import Event, EventLog, logged_events
+from features.build import build
 from features.live import LiveUpdates
-from features.store import apply, online_features, open_store
+from features.store import apply, online_features, open_store, training_set
 from tests.helpers import RedisProcess
 
 N = 20  # history length the writers keep: small, so the oracle's users overflow it
@@ -213,3 +214,27 @@ def test_refuses_an_online_store_it_cannot_update_atomically(ml100k_workspace):
     store.config.online_store.type = "dynamodb"
     with pytest.raises(ValueError, match="dynamodb"):
         LiveUpdates(store, history_length=N)
+
+
+def test_the_next_build_and_training_set_include_logged_events(live):
+    """Events logged live join the next features build; Feast's point-in-time training set
+    and the build's snapshot (what training reads) hold them."""
+    cfg, connection = live
+    user, t0 = 960_001, 1_700_000_000
+    events = [Event(f"logged-{k}", user, 100 + k, t0 + 60 * k, 4.0) for k in range(3)]
+    EventLog.of(cfg.data_dir).append(events)
+    summary = build(cfg, log=lambda _: None)
+    assert summary["logged_events"] >= 3
+    assert {e.event_id for e in events} <= set(logged_events(cfg.data_dir).event_id)
+    with _redis_env(connection):
+        store = open_store(cfg)
+        rows = training_set(store, pd.DataFrame({
+            "user_id": [user, user],
+            "event_timestamp": pd.to_datetime([t0 + 61, t0 + 3600], unit="s", utc=True)}),
+            ["user_history:hist_item_ids", "user_history:hist_timestamps"])
+        latest = training_set(store, pd.DataFrame({
+            "user_id": [user], "event_timestamp": pd.to_datetime([t0 + 61], unit="s", utc=True)}),
+            ["logged_event:event_id", "logged_event:event_item_id"])
+    assert (latest.event_id[0], latest.event_item_id[0]) == ("logged-1", 101)  # from the log
+    assert [list(h) for h in rows.hist_item_ids] == [[100, 101], [100, 101, 102]]
+    assert list(rows.hist_timestamps.iloc[1]) == [t0, t0 + 60, t0 + 120]

@@ -43,8 +43,12 @@ def test_scopes_read_recommends_and_unknown_routes_need_write(served, tokens):
     denied = requests.post(f"{served.http}/events", json={}, headers=served.headers(),
                            timeout=30)
     assert denied.status_code == 403 and "'write'" in denied.json()["error"]
-    assert requests.post(f"{served.http}/events", json={}, headers=writer,
-                         timeout=30).status_code == 404  # past auth: no such route
+    empty = requests.post(f"{served.http}/events", json={}, headers=writer, timeout=30)
+    assert (empty.status_code, empty.json()["field"]) == (422, "events")  # past auth
+    assert requests.post(f"{served.http}/nowhere", json={}, headers=writer,
+                         timeout=30).status_code == 404
+    assert requests.post(f"{served.http}/nowhere", json={}, headers=served.headers(),
+                         timeout=30).status_code == 403  # unknown routes need write
 
 
 def test_health_and_api_docs_are_open(served):

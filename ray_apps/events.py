@@ -1,0 +1,120 @@
+"""Events: what users just did, made durable for retraining and live in the online features.
+
+A batch (``POST /events``, gRPC ``LogEvents``; the Ingress checks the write scope) is
+validated whole: an item outside the store's catalogue, a timestamp later than now plus
+``max_future_skew_s``, a rating outside the dataset's scale or on a dataset without ratings
+refuse the batch with a 422 (gRPC INVALID_ARGUMENT) naming the field (``events.3.item_id``).
+Events of a user id the store has never seen start that user. Then, in this order:
+
+1. the batch is appended to the offline event log (``data.event_log``: fsynced parquet under
+   ``<repo>/data/event_log/``), which the next features build and training set read;
+2. it is merged into the online store (``features.live``: users' last-N histories and stats,
+   items' stats, one store transaction, event ids deduplicated);
+3. the answer names the event ids applied and those seen before.
+
+Only then is the batch acknowledged. A replica killed before the answer leaves the batch
+logged or not, applied online or not; the client's retry of the same event ids logs it again
+(the log is read back once per event id) and applies online only what was not applied. A store
+or disk failure is a 503 (gRPC UNAVAILABLE): nothing was acknowledged, retry the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pandas as pd
+from ray import serve
+from ray.serve.metrics import Counter
+
+from data.event_log import Event, EventLog
+from data.ingest import read_manifest
+from features.config import FeatureConfig
+from features.live import LiveConflict, LiveUpdates
+from features.store import STORE_ERRORS, open_store
+from ray_apps.config import EventsUserConfig
+from ray_apps.messages import Logged
+from ray_apps.schemas import EventsRequest
+
+
+@serve.deployment
+class Events:
+    def __init__(self, features: FeatureConfig) -> None:
+        self.features = features
+        self.store = open_store(features)
+        self.log = EventLog.of(features.data_dir)
+        self.live: LiveUpdates | None = None
+        self.knobs: EventsUserConfig | None = None
+        self.num_items = 0
+        self.rating_range: tuple[float, float] | None = None
+        self.accepted = Counter("irec_events_accepted_total",
+                                description="Events applied (duplicates not counted)")
+        self.duplicates = Counter("irec_events_duplicate_total",
+                                  description="Events whose id was applied before")
+
+    async def reconfigure(self, config: dict) -> None:
+        knobs = EventsUserConfig.model_validate(config)
+        self.live = await asyncio.to_thread(
+            LiveUpdates, self.store, self.features.history_length, knobs.dedup_ttl_s,
+            knobs.max_attempts, knobs.busy_timeout_s)
+        await asyncio.to_thread(self._catalogue)
+        self.knobs = knobs
+
+    def _catalogue(self) -> None:
+        """The item ids and the rating scale events are checked against: the store's data."""
+        data = self.features.data_dir
+        manifest = read_manifest(data)
+        items = pd.read_parquet(data / "items.parquet", columns=["item_id"])
+        self.num_items = int(items["item_id"].max())
+        self.rating_range = tuple(manifest["rating_range"]) if manifest["has_ratings"] else None
+
+    async def __call__(self, batch: EventsRequest) -> Logged:
+        began = time.perf_counter()
+        now = time.time()
+        events, error = self._validate(batch, now)
+        if error is not None:
+            return error
+        try:
+            tick = time.perf_counter()
+            await asyncio.to_thread(self.log.append, events)
+            logged = time.perf_counter() - tick
+            applied = await asyncio.to_thread(self.live.apply, events)
+        except (*STORE_ERRORS, LiveConflict) as exc:
+            return Logged(error={"status": 503, "field": "events",
+                                 "message": f"not acknowledged, retry the batch: "
+                                            f"{type(exc).__name__}: {exc}"[:400]})
+        self.accepted.inc(len(applied.accepted))
+        if applied.duplicates:
+            self.duplicates.inc(len(applied.duplicates))
+        total = time.perf_counter() - began
+        return Logged(accepted=applied.accepted, duplicates=applied.duplicates,
+                      latency_ms={"event_log": round(logged * 1000, 3),
+                                  "online": round((total - logged) * 1000, 3)})
+
+    def _validate(self, batch: EventsRequest, now: float) -> tuple[list[Event], Logged | None]:
+        bound = now + self.knobs.max_future_skew_s
+        events = []
+        for k, e in enumerate(batch.events):
+            where = f"events.{k}"
+            if e.item_id > self.num_items:
+                return [], _bad(f"{where}.item_id", 422, f"unknown item {e.item_id} (the "
+                                f"catalogue's ids run 1..{self.num_items})")
+            if e.timestamp is not None and e.timestamp > bound:
+                return [], _bad(f"{where}.timestamp", 422, f"{e.timestamp} is later than now + "
+                                f"max_future_skew_s={self.knobs.max_future_skew_s:g}s "
+                                f"({int(bound)})")
+            if e.rating is not None and self.rating_range is None:
+                return [], _bad(f"{where}.rating", 422, "this dataset has no ratings")
+            if e.rating is not None and not (
+                    self.rating_range[0] <= e.rating <= self.rating_range[1]):
+                low, high = self.rating_range
+                return [], _bad(f"{where}.rating", 422, f"{e.rating:g} is outside the "
+                                f"dataset's scale [{low:g}, {high:g}]")
+            events.append(Event(event_id=e.event_id, user_id=e.user_id, item_id=e.item_id,
+                                timestamp=int(now) if e.timestamp is None else e.timestamp,
+                                rating=e.rating, kind=e.kind, request_id=e.request_id))
+        return events, None
+
+
+def _bad(field: str, status: int, message: str) -> Logged:
+    return Logged(error={"status": status, "field": field, "message": message})

@@ -1,0 +1,149 @@
+"""The events API on the live app: validated whole, durable, live for the next request.
+
+These tests write into the session's ML-100K workspace: only for new users (ids from 900,000),
+so the stored users other tests read keep their histories; items' live counts move.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+import requests
+
+from data.event_log import EventLog
+from ray_apps.client import APIError, GRPCClient, HTTPClient
+from ray_apps.schemas import MAX_EVENTS, EventIn, EventsRequest, RecommendRequest
+from serving import recommend_pb2 as pb
+from serving import recommend_pb2_grpc as pb_grpc
+
+
+@pytest.fixture(scope="module")
+def writer(served, tokens) -> HTTPClient:
+    return HTTPClient(served.http, token=tokens["write"])
+
+
+def _event(event_id: str, user: int, item: int, at: int, **extra) -> EventIn:
+    return EventIn(event_id=event_id, user_id=user, item_id=item, timestamp=at, **extra)
+
+
+def test_an_event_shapes_the_very_next_recommendation(served, writer, dataset_end):
+    user = 900_001
+    reader = served.client()
+    with pytest.raises(APIError) as unknown:
+        reader.recommend(RecommendRequest(user_id=user, n=5))
+    assert unknown.value.status == 404  # no events yet: an unknown user
+
+    first = [_event(f"shape-{k}", user, item, dataset_end - 600 + k, rating=5.0)
+             for k, item in enumerate((50, 172, 181))]  # Star Wars, Empire, Return of the Jedi
+    logged = writer.log_events(EventsRequest(events=first))
+    assert logged.accepted == [e.event_id for e in first] and not logged.duplicates
+
+    answer = reader.recommend(RecommendRequest(user_id=user, n=10))
+    assert not answer.cold_start and answer.request_id
+    shown = [i.item_id for i in answer.items]
+    assert not {50, 172, 181} & set(shown)  # seen items are excluded at once
+    assert any(i.explanation.because_of for i in answer.items)
+
+    took = shown[0]
+    writer.log_events(EventsRequest(events=[_event("shape-next", user, took, dataset_end - 1,
+                                                   request_id=answer.request_id)]))
+    after = reader.recommend(RecommendRequest(user_id=user, n=10))
+    assert took not in [i.item_id for i in after.items]  # the very next request knows it
+
+
+def test_a_retried_batch_counts_once_online_and_in_the_log(served, writer, dataset_end,
+                                                            ml100k_workspace):
+    user = 900_002
+    batch = EventsRequest(events=[_event(f"retry-{k}", user, 10 + k, dataset_end - 100 + k)
+                                  for k in range(4)])
+    first = writer.log_events(batch)
+    again = writer.log_events(batch)
+    assert len(first.accepted) == 4 and not again.accepted
+    assert again.duplicates == [e.event_id for e in batch.events]
+    logged = EventLog.of(ml100k_workspace.data_dir).read()
+    mine = logged[logged.user_id == user]
+    assert sorted(mine.event_id) == sorted(e.event_id for e in batch.events)
+    assert mine.item_id.tolist() == [10, 11, 12, 13]
+
+
+def _post(served, token: str, body: dict) -> requests.Response:
+    return requests.post(f"{served.http}/events", json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.parametrize(("event", "status", "field"), [
+    ({"item_id": 99_999}, 422, "events.1.item_id"),
+    ({"timestamp": 2**39}, 422, "events.1.timestamp"),
+    ({"rating": 7.0}, 422, "events.1.rating"),
+    ({"rating": -1.0}, 422, "events.1.rating"),
+    ({"event_id": "has space"}, 422, "events.1.event_id"),
+    ({"user_id": 0}, 422, "events.1.user_id"),
+    ({"kind": "Bad Kind"}, 422, "events.1.kind"),
+    ({"colour": "red"}, 422, "events.1.colour"),
+])
+def test_a_bad_event_refuses_the_whole_batch_naming_the_field(served, tokens, event, status,
+                                                              field, ml100k_workspace):
+    user = 900_003
+    good = {"event_id": f"whole-{field}-{status}", "user_id": user, "item_id": 1,
+            "timestamp": 880_000_000}
+    bad = {"event_id": f"bad-{field}", "user_id": user, "item_id": 2, "timestamp": 880_000_001,
+           **event}
+    reply = _post(served, tokens["write"], {"events": [good, bad]})
+    assert reply.status_code == status, reply.text
+    assert reply.json()["field"] == field, reply.json()
+    logged = EventLog.of(ml100k_workspace.data_dir).read()
+    assert good["event_id"] not in set(logged.event_id)  # the good event was not taken either
+
+
+def test_an_oversized_or_empty_batch_is_refused(served, tokens):
+    many = [{"event_id": f"many-{k}", "user_id": 900_004, "item_id": 1}
+            for k in range(MAX_EVENTS + 1)]
+    for body in ({"events": many}, {"events": []}):
+        reply = _post(served, tokens["write"], body)
+        assert (reply.status_code, reply.json()["field"]) == (422, "events")
+
+
+def test_events_need_the_write_scope(served, tokens):
+    body = {"events": [{"event_id": "scoped", "user_id": 900_005, "item_id": 1}]}
+    assert _post(served, tokens["read"], body).status_code == 403
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
+    message = pb.EventsRequest(events=[pb.Event(event_id="scoped", user_id=900_005, item_id=1)])
+    with pytest.raises(grpc.RpcError) as denied:
+        stub.LogEvents(message, metadata=served.metadata(), timeout=30)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_grpc_log_events_applies_and_validates_like_http(served, tokens, dataset_end):
+    client = GRPCClient(served.grpc, token=tokens["write"])
+    user = 900_006
+    answer = client.log_events(EventsRequest(events=[
+        _event("grpc-1", user, 1, dataset_end - 10), _event("grpc-2", user, 2, dataset_end - 5,
+                                                             rating=3.0, kind="rating")]))
+    assert answer.accepted == ["grpc-1", "grpc-2"]
+    with pytest.raises(APIError) as refused:
+        client.log_events(EventsRequest(events=[_event("grpc-3", user, 99_999, dataset_end)]))
+    assert refused.value.status == "INVALID_ARGUMENT"
+    assert "events.0.item_id" in refused.value.message
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(served.grpc))
+    metadata = (("application", "irec"), ("authorization", f"Bearer {tokens['write']}"))
+    with pytest.raises(grpc.RpcError) as invalid:
+        stub.LogEvents(pb.EventsRequest(events=[pb.Event(event_id="", user_id=user,
+                                                         item_id=1)]),
+                       metadata=metadata, timeout=30)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events.0.event_id" in invalid.value.details()
+    history = served.client().recommend(RecommendRequest(user_id=user, n=3))
+    assert not history.cold_start
+    client.close()
+
+
+def test_an_event_without_a_timestamp_is_stamped_when_received(served, writer,
+                                                               ml100k_workspace):
+    before = int(time.time())
+    writer.log_events(EventsRequest(events=[EventIn(event_id="now-1", user_id=900_007,
+                                                    item_id=3)]))
+    logged = EventLog.of(ml100k_workspace.data_dir).read()
+    stamp = logged.set_index("event_id").loc["now-1", "event_timestamp"].timestamp()
+    assert before <= stamp <= time.time() + 1
