@@ -83,7 +83,8 @@ class Events:
             return Logged(error={"status": 503, "field": "events",
                                  "message": f"not acknowledged, retry the batch: "
                                             f"{type(exc).__name__}: {exc}"[:400]})
-        self.accepted.inc(len(applied.accepted))
+        if applied.accepted:  # Ray counters refuse an increment of 0
+            self.accepted.inc(len(applied.accepted))
         if applied.duplicates:
             self.duplicates.inc(len(applied.duplicates))
         total = time.perf_counter() - began

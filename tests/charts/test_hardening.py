@@ -21,9 +21,9 @@ from irec.k8s.render import (
     render,
     validate,
 )
+from ray_apps.config import STAGES
 from serving.auth import AuthConfig
 
-STAGES = ("Retrieval", "Intent", "Ranking", "Ingress")
 TOKENS_PATH = "/etc/irec/auth/tokens.yaml"
 JOB_KINDS = ("Job", "CronJob", "RayJob", "RayCronJob")
 # Cluster presets: every profile and the defaults (which target a cluster too).

@@ -37,7 +37,7 @@ def test_model_tag_only_changes_the_stages_user_config(builder_output):
     tags = {d["name"]: d.get("user_config", {}).get("model_tag")
             for d in rendered["applications"][0]["deployments"]}
     assert tags == {"Retrieval": "interest:v42", "Intent": "interest:v42",
-                    "Ranking": "interest:v42", "Ingress": None}
+                    "Ranking": "interest:v42", "Events": None, "Ingress": None}
     assert rendered["applications"][0]["args"] == builder_output["applications"][0]["args"]
 
 

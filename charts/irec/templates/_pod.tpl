@@ -143,6 +143,18 @@ models: the BentoML store PVC, or an emptyDir the import-model init container fi
 {{- end }}
 {{- end -}}
 
+{{/*
+The event log (data/event_log.py) on the features volume, writable, over the serving pods'
+read-only features mount: the Events replicas append to it and change nothing else there
+(their online writes go to Redis).
+*/}}
+{{- define "irec.eventLogMount" -}}
+{{- $paths := fromYaml (include "irec.mountPaths" .) -}}
+- name: features
+  mountPath: {{ $paths.features }}/data/event_log
+  subPath: data/event_log
+{{- end -}}
+
 {{/* Init container importing serving.modelTag from the object store into the models emptyDir. */}}
 {{- define "irec.modelImportContainer" -}}
 {{- $paths := fromYaml (include "irec.mountPaths" .) -}}

@@ -60,6 +60,9 @@ spec:
         {{- include "irec.resources" (dict "resources" .group.resources "gpus" .gpus "gpuResourceName" .gpuResourceName) | nindent 8 }}
       volumeMounts:
         {{- include "irec.volumeMounts" (dict "ctx" $ctx "ray" true "models" true "readOnlyData" $serving) | nindent 8 }}
+        {{- if $serving }}
+        {{- include "irec.eventLogMount" $ctx | nindent 8 }}
+        {{- end }}
         {{- if $tokens }}
         {{- include "irec.apiTokensMount" $ctx | nindent 8 }}
         {{- end }}
