@@ -1,4 +1,5 @@
-"""The live event contract and the offline event log every accepted event is appended to.
+"""The live event contract, the offline event log every accepted event is appended to, and the
+exposure log of what every recommendation showed.
 
 An ``Event`` is one thing a user did: ``event_id`` (the client's idempotency key), normalised
 ``user_id`` and ``item_id``, epoch-second ``timestamp``, an optional ``rating``, a ``kind``
@@ -12,7 +13,11 @@ leaves whole files or none (a temporary ``.part-*.tmp`` a reader never lists). T
 at-least-once: a client that retries a batch whose answer it never saw may log it twice, so
 ``read`` keeps the first logged row of each ``event_id``. The features build reads the log,
 builds its tables from the ingested events plus the logged ones (``dataset_events``) and keeps
-what it read as ``logged_events.parquet``, which training reads. Files are never
+what it read as ``logged_events.parquet``, which training reads.
+
+The exposure log (``<data>/exposure_log/date=YYYY-MM-DD/``, same file discipline) has one row
+per recommended item: request id, user, model, position, item, score, time. An event names the
+``request_id`` it followed, so what was shown can be joined with what was done. Files are never
 rewritten, so any number of writers (Serve replicas, pods sharing the features volume) append
 without a lock.
 """
@@ -84,20 +89,7 @@ class EventLog:
             "event_timestamp": pd.to_datetime([e.timestamp for e in events], unit="s", utc=True),
             "logged_at": pd.Timestamp(logged_at // 1000, unit="us", tz="UTC"),
         })
-        name = f"part-{logged_at}-{uuid.uuid4().hex[:8]}.parquet"
-        written = []
-        for date, rows in frame.groupby(frame["event_timestamp"].dt.strftime("%Y-%m-%d")):
-            path = self.root / f"date={date}" / name
-            tmp = temp_path(path)
-            try:
-                table = pa.Table.from_pandas(rows, schema=EVENT_LOG_SCHEMA,
-                                             preserve_index=False)
-                pq.write_table(table, tmp)
-                publish(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-            written.append(path)
-        return written
+        return _append_partitioned(self.root, frame, EVENT_LOG_SCHEMA)
 
     def read(self, until: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every logged event once (first logged row of each ``event_id``), oldest first;
@@ -115,6 +107,82 @@ class EventLog:
 
     def files(self) -> list[Path]:
         return sorted(self.root.glob("date=*/part-*.parquet"))
+
+
+EXPOSURE_LOG_DIR = "exposure_log"
+# One row per recommended item: which answer (request_id) showed what, where and why.
+EXPOSURE_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("user_id", pa.int64()), ("model", pa.string()),
+    ("position", pa.int32()), ("item_id", pa.int64()), ("score", pa.float64()),
+    ("cold_start", pa.bool_()), ("event_timestamp", _TIME),
+])
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One ``/recommend`` answer: what it showed (best first) and with which model."""
+
+    request_id: str
+    user_id: int | None  # None: an anonymous history
+    model: str
+    items: tuple[int, ...]
+    scores: tuple[float, ...]
+    cold_start: bool
+    timestamp: float  # epoch seconds, when it was answered
+
+
+class ExposureLog:
+    """Append-only partitioned parquet of exposures under ``root``, like ``EventLog``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, data_dir: Path) -> ExposureLog:
+        return cls(Path(data_dir) / EXPOSURE_LOG_DIR)
+
+    def append(self, exposures: Sequence[Exposure]) -> list[Path]:
+        rows = [(x, k, item, score) for x in exposures
+                for k, (item, score) in enumerate(zip(x.items, x.scores, strict=True))]
+        if not rows:
+            return []
+        frame = pd.DataFrame({
+            "request_id": [x.request_id for x, *_ in rows],
+            "user_id": pd.array([x.user_id for x, *_ in rows], dtype="Int64"),
+            "model": [x.model for x, *_ in rows],
+            "position": [k + 1 for _, k, *_ in rows],
+            "item_id": [item for *_, item, _ in rows],
+            "score": [score for *_, score in rows],
+            "cold_start": [x.cold_start for x, *_ in rows],
+            "event_timestamp": pd.to_datetime([int(x.timestamp * 1e6) for x, *_ in rows],
+                                              unit="us", utc=True),
+        })
+        return _append_partitioned(self.root, frame, EXPOSURE_SCHEMA)
+
+    def read(self) -> pd.DataFrame:
+        files = sorted(self.root.glob("date=*/part-*.parquet"))
+        if not files:
+            return EXPOSURE_SCHEMA.empty_table().to_pandas()
+        table = ds.dataset(files, schema=EXPOSURE_SCHEMA, format="parquet").to_table()
+        return table.to_pandas().sort_values(["event_timestamp", "request_id", "position"],
+                                             kind="stable").reset_index(drop=True)
+
+
+def _append_partitioned(root: Path, frame: pd.DataFrame, schema: pa.Schema) -> list[Path]:
+    """Write ``frame`` as one new file per event date under ``root``, each published
+    durably (temporary name, fsync, rename, folder fsync)."""
+    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    written = []
+    for date, rows in frame.groupby(frame["event_timestamp"].dt.strftime("%Y-%m-%d")):
+        path = root / f"date={date}" / name
+        tmp = temp_path(path)
+        try:
+            pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), tmp)
+            publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(path)
+    return written
 
 
 def logged_events(data_dir: Path) -> pd.DataFrame:

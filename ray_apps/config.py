@@ -165,6 +165,9 @@ class EventsKnobs(StrictModel):
     max_attempts: int = Field(50, ge=1)
     # SQLite: how long a batch waits for another writer's transaction.
     busy_timeout_s: float = Field(5.0, gt=0)
+    # Exposures (what each /recommend showed) are buffered this long, then written as one file
+    # (a replica killed in between loses at most this much of the exposure log, never events).
+    exposure_flush_s: float = Field(1.0, gt=0, le=300)
 
 
 NewerData = Literal["serve", "refuse"]

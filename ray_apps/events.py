@@ -12,6 +12,10 @@ Events of a user id the store has never seen start that user. Then, in this orde
    items' stats, one store transaction, event ids deduplicated);
 3. the answer names the event ids applied and those seen before.
 
+Exposures (what each ``/recommend`` answer showed, sent by the Ingress without waiting) are
+buffered for ``exposure_flush_s`` and written to the exposure log as one file; a replica that
+shuts down writes what it holds.
+
 Only then is the batch acknowledged. A replica killed before the answer leaves the batch
 logged or not, applied online or not; the client's retry of the same event ids logs it again
 (the log is read back once per event id) and applies online only what was not applied. A store
@@ -27,13 +31,13 @@ import pandas as pd
 from ray import serve
 from ray.serve.metrics import Counter
 
-from data.event_log import Event, EventLog
+from data.event_log import Event, EventLog, Exposure, ExposureLog
 from data.ingest import read_manifest
 from features.config import FeatureConfig
 from features.live import LiveConflict, LiveUpdates
 from features.store import STORE_ERRORS, open_store
 from ray_apps.config import EventsUserConfig
-from ray_apps.messages import Logged
+from ray_apps.messages import Logged, Shown
 from ray_apps.schemas import EventsRequest
 
 
@@ -43,6 +47,9 @@ class Events:
         self.features = features
         self.store = open_store(features)
         self.log = EventLog.of(features.data_dir)
+        self.exposure_log = ExposureLog.of(features.data_dir)
+        self.shown: list[Exposure] = []
+        self.flushing: asyncio.Task | None = None
         self.live: LiveUpdates | None = None
         self.knobs: EventsUserConfig | None = None
         self.num_items = 0
@@ -91,6 +98,25 @@ class Events:
         return Logged(accepted=applied.accepted, duplicates=applied.duplicates,
                       latency_ms={"event_log": round(logged * 1000, 3),
                                   "online": round((total - logged) * 1000, 3)})
+
+    async def expose(self, shown: Shown) -> None:
+        """Buffer one answered recommendation; a flush follows within exposure_flush_s."""
+        self.shown.append(Exposure(request_id=shown.request_id, user_id=shown.user_id,
+                                   model=shown.model, items=tuple(shown.items),
+                                   scores=tuple(shown.scores), cold_start=shown.cold_start,
+                                   timestamp=shown.timestamp))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush_after(self.knobs.exposure_flush_s))
+
+    async def _flush_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        batch, self.shown = self.shown, []
+        await asyncio.to_thread(self.exposure_log.append, batch)
+
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: write the exposures still held."""
+        if self.shown:
+            self.exposure_log.append(self.shown)
 
     def _validate(self, batch: EventsRequest, now: float) -> tuple[list[Event], Logged | None]:
         bound = now + self.knobs.max_future_skew_s

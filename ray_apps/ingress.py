@@ -34,7 +34,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
 from ray_apps.config import IngressUserConfig
-from ray_apps.messages import Query
+from ray_apps.messages import Query, Shown
 from ray_apps.schemas import (
     MAX_BODY_BYTES,
     EventsRequest,
@@ -191,7 +191,13 @@ class Ingress:
         dist = dict(sorted(zip(ranked.genres, ranked.intent, strict=True), key=lambda kv: -kv[1]))
         latency = {**retrieved.latency_ms, **(understood.latency_ms if understood else {}),
                    **ranked.latency_ms, "total": round((time.perf_counter() - began) * 1000, 3)}
-        return RecommendResponse(request_id=uuid.uuid4().hex, items=ranked.items, intent=dist,
+        request_id = uuid.uuid4().hex
+        # the exposure log: sent, not awaited (the answer never waits on it)
+        self.events.expose.remote(Shown(
+            request_id=request_id, user_id=request.user_id, model=retrieved.model,
+            items=[i["item_id"] for i in ranked.items], scores=[i["score"] for i in ranked.items],
+            cold_start=retrieved.cold_start, timestamp=time.time()))
+        return RecommendResponse(request_id=request_id, items=ranked.items, intent=dist,
                                  model=retrieved.model,
                                  cold_start=retrieved.cold_start,
                                  cold_start_reason=retrieved.cold_start_reason,

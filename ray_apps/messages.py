@@ -66,3 +66,15 @@ class Logged(BaseModel):
     accepted: list[str] = []  # event ids applied by this call
     duplicates: list[str] = []  # event ids applied before
     latency_ms: dict[str, float] = {}
+
+
+class Shown(BaseModel):
+    """Ingress -> Events: one answered recommendation, for the exposure log."""
+
+    request_id: str
+    user_id: int | None = None  # None: an anonymous history
+    model: str
+    items: list[int]  # best first
+    scores: list[float]
+    cold_start: bool
+    timestamp: float  # epoch seconds

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from data.event_log import Event, EventLog
+from data.event_log import Event, EventLog, Exposure, ExposureLog
 from tests.helpers import ROOT
 
 DAY = 86_400
@@ -58,7 +58,7 @@ def test_an_empty_log_reads_as_an_empty_frame_with_the_columns(tmp_path):
 
 WRITER = """
 import sys
-from data.event_log import Event, EventLog
+from data.event_log import Event, EventLog, Exposure, ExposureLog
 log = EventLog(sys.argv[1])
 k = 0
 while True:
@@ -85,3 +85,17 @@ def test_a_writer_killed_midway_leaves_only_whole_files(tmp_path):
     batches = back.groupby(back.event_id.str.split("-").str[1].astype(int)).size()
     assert acknowledged >= 20 and set(range(acknowledged + 1)) <= set(batches.index)
     assert (batches == 200).all()  # no torn batch
+
+
+def test_exposures_are_one_row_per_shown_item_anonymous_users_kept(tmp_path):
+    log = ExposureLog(tmp_path / "exposure_log")
+    log.append([Exposure("r1", 7, "interest:v1", (5, 9, 2), (0.9, 0.5, 0.1), False, T0 + 0.25),
+                Exposure("r2", None, "interest:v1", (4,), (1.0,), True, T0 + DAY)])
+    shown = log.read()
+    assert shown.request_id.tolist() == ["r1", "r1", "r1", "r2"]
+    assert shown.position.tolist() == [1, 2, 3, 1]
+    assert shown.item_id.tolist() == [5, 9, 2, 4]
+    assert shown.user_id.iloc[0] == 7 and pd.isna(shown.user_id.iloc[3])
+    assert shown.cold_start.tolist() == [False, False, False, True]
+    assert shown.event_timestamp.iloc[0] == pd.Timestamp((T0 + 0.25) * 1e6, unit="us", tz="UTC")
+    assert len(list((tmp_path / "exposure_log").glob("date=*/*.parquet"))) == 2  # two dates

@@ -12,11 +12,12 @@ import grpc
 import pytest
 import requests
 
-from data.event_log import EventLog
+from data.event_log import EventLog, ExposureLog
 from ray_apps.client import APIError, GRPCClient, HTTPClient
 from ray_apps.schemas import MAX_EVENTS, EventIn, EventsRequest, RecommendRequest
 from serving import recommend_pb2 as pb
 from serving import recommend_pb2_grpc as pb_grpc
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,19 @@ def test_an_event_without_a_timestamp_is_stamped_when_received(served, writer,
     logged = EventLog.of(ml100k_workspace.data_dir).read()
     stamp = logged.set_index("event_id").loc["now-1", "event_timestamp"].timestamp()
     assert before <= stamp <= time.time() + 1
+
+
+def test_every_answer_is_logged_as_exposures(served, ml100k_workspace):
+    client = served.client()
+    answers = {user: client.recommend(RecommendRequest(user_id=user, n=5)) for user in (1, 2, 3)}
+    log = ExposureLog.of(ml100k_workspace.data_dir)
+    wanted = {a.request_id for a in answers.values()}
+    wait_until(lambda: wanted <= set(log.read().request_id), 30,
+               "the exposures of three answers in the exposure log")
+    shown = log.read()
+    for user, answer in answers.items():
+        rows = shown[shown.request_id == answer.request_id]
+        assert rows.position.tolist() == [1, 2, 3, 4, 5]
+        assert rows.item_id.tolist() == [i.item_id for i in answer.items]
+        assert rows.score.tolist() == pytest.approx([i.score for i in answer.items])
+        assert set(rows.user_id) == {user} and set(rows.model) == {answer.model}
