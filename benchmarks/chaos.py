@@ -8,7 +8,7 @@ failed request (connection error, 5xx) up to 3 times, 50 ms apart, as a producti
 would. Phases, in order:
 
 1. baseline, 10 s;
-2. kill -9 one replica of each stage in turn (Retrieval, Intent, Ranking, Ingress): each
+2. kill -9 one replica of each stage in turn (Retrieval, Intent, Ranking, Events, Ingress): each
    phase lasts until Serve has replaced the replica (at least 10 s);
 3. Redis stopped for 10 s, then started again (its data saved first, as a persistent Redis);
 4. Redis SIGSTOPped for 10 s (a hung server keeps its connections), then SIGCONT;
@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers: R
 
 from irec.config import PlatformConfig  # noqa: E402
 from irec.console import session  # noqa: E402
+from ray_apps.config import STAGES  # noqa: E402
 from serving.auth import client_token, ensure_local_token  # noqa: E402
 from tests.helpers import RedisProcess  # noqa: E402
 
-STAGES = ("Retrieval", "Intent", "Ranking", "Ingress")
 FALLBACK = "feature store unavailable"
 
 

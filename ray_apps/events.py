@@ -12,6 +12,10 @@ Events of a user id the store has never seen start that user. Then, in this orde
    items' stats, one store transaction, event ids deduplicated);
 3. the answer names the event ids applied and those seen before.
 
+Batches that arrive at a replica together are committed together (``@serve.batch``): one log
+file and one store transaction for all of them, so concurrent clients do not queue on the
+store's write lock one batch at a time.
+
 Exposures (what each ``/recommend`` answer showed, sent by the Ingress without waiting) are
 buffered for ``exposure_flush_s`` and written to the exposure log as one file; a replica that
 shuts down writes what it holds.
@@ -77,27 +81,45 @@ class Events:
 
     async def __call__(self, batch: EventsRequest) -> Logged:
         began = time.perf_counter()
-        now = time.time()
-        events, error = self._validate(batch, now)
+        events, error = self._validate(batch, time.time())
         if error is not None:
             return error
+        result = await self.write(events)
+        if isinstance(result, BaseException):
+            return Logged(error={"status": 503, "field": "events",
+                                 "message": f"not acknowledged, retry the batch: "
+                                            f"{type(result).__name__}: {result}"[:400]})
+        accepted, duplicates, logged_s = result
+        if accepted:  # Ray counters refuse an increment of 0
+            self.accepted.inc(len(accepted))
+        if duplicates:
+            self.duplicates.inc(len(duplicates))
+        total = time.perf_counter() - began
+        return Logged(accepted=accepted, duplicates=duplicates,
+                      latency_ms={"event_log": round(logged_s * 1000, 3),
+                                  "online": round((total - logged_s) * 1000, 3)})
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def write(self, batches: list[list[Event]]) -> list:
+        """Group commit: the batches that arrived together go to the log as one file and to
+        the online store as one transaction. Per batch: (accepted ids, duplicate ids, seconds
+        spent on the log), or the store's exception for every batch of the group."""
+        events = [e for batch in batches for e in batch]
         try:
             tick = time.perf_counter()
             await asyncio.to_thread(self.log.append, events)
-            logged = time.perf_counter() - tick
+            logged_s = time.perf_counter() - tick
             applied = await asyncio.to_thread(self.live.apply, events)
         except (*STORE_ERRORS, LiveConflict) as exc:
-            return Logged(error={"status": 503, "field": "events",
-                                 "message": f"not acknowledged, retry the batch: "
-                                            f"{type(exc).__name__}: {exc}"[:400]})
-        if applied.accepted:  # Ray counters refuse an increment of 0
-            self.accepted.inc(len(applied.accepted))
-        if applied.duplicates:
-            self.duplicates.inc(len(applied.duplicates))
-        total = time.perf_counter() - began
-        return Logged(accepted=applied.accepted, duplicates=applied.duplicates,
-                      latency_ms={"event_log": round(logged * 1000, 3),
-                                  "online": round((total - logged) * 1000, 3)})
+            return [exc] * len(batches)
+        fresh, out = set(applied.accepted), []
+        for batch in batches:  # an id is accepted once: for its first event in the group
+            accepted, duplicates = [], []
+            for e in batch:
+                (accepted if e.event_id in fresh else duplicates).append(e.event_id)
+                fresh.discard(e.event_id)
+            out.append((accepted, duplicates, logged_s))
+        return out
 
     async def expose(self, shown: Shown) -> None:
         """Buffer one answered recommendation; a flush follows within exposure_flush_s."""
