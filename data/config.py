@@ -31,6 +31,10 @@ class IngestConfig(StrictModel):
     # many, the first such line and the bound): a wrong clock or unit, never real data. The
     # allowance covers clock skew between the machines that log events and the one ingesting.
     max_future_skew_s: float = Field(300.0, ge=0)
+    # Keep the ids of the previous ingest into the same folder and number only new raw ids
+    # after them (an append-only id map: models trained before keep naming the same items).
+    # false: number every id afresh (another dataset in the same folder).
+    keep_ids: bool = True
     # Where a downloaded MovieLens archive is cached.
     download_dir: Path = Path.home() / ".cache" / "irec" / "datasets"
 

@@ -14,6 +14,12 @@ any point leaves the previous dataset readable and unchanged, or (killed during 
 the new one, completed by the next ``ingest`` or ``read_manifest``. One ingest at a time per
 folder (a file lock, ``.ingest.lock``). Event timestamps later than now plus
 ``max_future_skew_s`` are refused.
+
+Ids are stable across re-ingests into the same folder: the previous ingest's items and users
+tables are its id map, every id it gave is kept (with its item or user, even one the new
+input no longer names), and new raw ids are numbered after the largest one. A model trained
+before a re-ingest therefore still names the same items (``ingest.keep_ids: false`` numbers
+afresh, for a different dataset in the same folder).
 """
 
 from __future__ import annotations
@@ -98,7 +104,12 @@ def _ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None]) -> Ing
     log(f"ingest: reading {', '.join(p.name for p in inputs)}")
     raw = dataset_reader.read()
     events = _coerce_events(raw.events, cfg, check_future=raw.has_timestamps)
-    tables = _normalise(raw, events)
+    previous = _previous_ids(out_dir, existing, log) if cfg.keep_ids else None
+    tables = _normalise(raw, events, previous)
+    if previous is not None:
+        grew = {name: len(tables[name]) - len(previous[name]) for name in ("items", "users")}
+        log(f"ingest: ids kept from the previous ingest; {grew['items']:,} new item(s), "
+            f"{grew['users']:,} new user(s) numbered after them")
     manifest = _write(tables, raw, cfg, out_dir, source_digest)
     seconds = time.perf_counter() - started
     log(
@@ -135,7 +146,8 @@ def _source_digest(cfg: IngestConfig, inputs: list[Path]) -> str:
     h = hashlib.sha256()
     h.update(
         json.dumps(
-            [INGEST_VERSION, cfg.format, cfg.rating_min, cfg.rating_max], sort_keys=True
+            [INGEST_VERSION, cfg.format, cfg.rating_min, cfg.rating_max,
+             *([] if cfg.keep_ids else ["ids numbered afresh"])], sort_keys=True
         ).encode()
     )
     for path in inputs:
@@ -242,22 +254,73 @@ def _refuse_future(table: RawTable, stamps: pd.Series, skew_s: float) -> None:
         )
 
 
-def _normalise(raw: RawDataset, events: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _previous_ids(out_dir: Path, manifest: dict | None,
+                  log: Callable[[str], None]) -> dict[str, pd.DataFrame] | None:
+    """The previous ingest's items and users tables (its id map), when it left intact ones."""
+    if not manifest:
+        return None
+    files = manifest.get("files", {})
+    tables = {}
+    for name in ("items", "users"):
+        path = out_dir / f"{name}.parquet"
+        if not path.exists() or _file_sha256(path) != files.get(path.name):
+            log(f"ingest: warning: the previous {path.name} is missing or damaged; ids are "
+                "numbered afresh (a model trained before will be refused by serving)")
+            return None
+        tables[name] = pd.read_parquet(path)
+    return tables
+
+
+def _append_ids(raw_ids: list[str], known: dict[str, int]) -> dict[str, int]:
+    """``known`` plus every raw id not in it, numbered after the largest known id in order."""
+    ids = dict(known)
+    next_id = max(known.values(), default=0) + 1
+    for raw_id in raw_ids:
+        if raw_id not in ids:
+            ids[raw_id] = next_id
+            next_id += 1
+    return ids
+
+
+def _normalise(raw: RawDataset, events: pd.DataFrame,
+               previous: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+    """Canonical tables. With ``previous`` (the last ingest's items and users), every id it
+    gave is kept, its items and users stay in the tables, and new raw ids are numbered after
+    the largest id in their natural order: the id map only ever grows."""
     start = events["event_timestamp"].min()
     items = _items_table(raw.items, events, start)
-    item_ids = {raw_id: i for i, raw_id in enumerate(items["raw_item_id"], start=1)}
-    user_order = ordered_ids(events["user_id"])
-    user_ids = {raw_id: i for i, raw_id in enumerate(user_order, start=1)}
+    old_items = previous["items"] if previous is not None else None
+    known_items = ({} if old_items is None else
+                   dict(zip(old_items["raw_item_id"], old_items["item_id"], strict=True)))
+    item_ids = _append_ids(list(items["raw_item_id"]), known_items)
+    items["item_id"] = items["raw_item_id"].map(item_ids).astype("int64")
+    if old_items is not None:
+        kept = old_items[~old_items["raw_item_id"].isin(set(items["raw_item_id"]))]
+        items = pd.concat([items[ITEM_COLUMNS], kept[ITEM_COLUMNS]], ignore_index=True)
+        items["event_timestamp"] = min(start, old_items["event_timestamp"].min())
+    items = items.sort_values("item_id").reset_index(drop=True)
+    old_users = previous["users"] if previous is not None else None
+    known_users = ({} if old_users is None else
+                   dict(zip(old_users["raw_user_id"], old_users["user_id"], strict=True)))
+    user_ids = _append_ids(ordered_ids(events["user_id"]), known_users)
 
     events = events.assign(
         user_id=events["user_id"].map(user_ids).astype("int64"),
         item_id=events["item_id"].map(item_ids).astype("int64"),
     )
     events = events.sort_values(["user_id", "event_timestamp", "_line"], kind="stable")
+    users = _users_table(raw.users, user_ids, start)
+    if old_users is not None:
+        seen = set(events["user_id"].unique())
+        kept = old_users[old_users["user_id"].isin(set(known_users.values()) - seen)]
+        profiled = users[users["user_id"].isin(seen) | ~users["user_id"].isin(kept["user_id"])]
+        users = pd.concat([profiled, kept[users.columns]], ignore_index=True)
+        users["event_timestamp"] = min(start, old_users["event_timestamp"].min())
+        users = users.sort_values("user_id").reset_index(drop=True)
     return {
         "events": events[EVENT_COLUMNS].reset_index(drop=True),
         "items": items[ITEM_COLUMNS],
-        "users": _users_table(raw.users, user_ids, start),
+        "users": users,
     }
 
 

@@ -216,3 +216,32 @@ def test_timestamps_beyond_the_future_skew_are_refused(tmp_path):
     within = HEADER + f"1,2,4,100\n1,3,4,{soon}\n"
     assert ingest(_generic(tmp_path, within), tmp_path / "out2", **QUIET).manifest["counts"][
         "events"] == 2
+
+
+def test_ids_are_stable_across_reingests_and_new_ones_come_after(tmp_path):
+    """A re-ingest keeps every id, also for items and users the new input no longer names;
+    new raw ids (even ones that sort first) are numbered after the largest id."""
+    first = _generic(tmp_path, HEADER + "u2,b,4,100\nu3,c,5,200\nu2,c,3,300\n",
+                     "item_id,title\nb,Bee\nc,Sea\nd,Dee\n")
+    out = tmp_path / "out"
+    ingest(first, out, **QUIET)
+    before = pd.read_parquet(out / "items.parquet")
+    assert before.set_index("raw_item_id").item_id.to_dict() == {"b": 1, "c": 2, "d": 3}
+
+    second = _generic(tmp_path, HEADER + "u1,a,4,400\nu3,c,2,500\nu2,e,5,600\n",
+                      "item_id,title\na,Ay\nc,Sea again\ne,Ee\n")
+    m = ingest(second, out, **QUIET).manifest
+    items = pd.read_parquet(out / "items.parquet").set_index("raw_item_id")
+    assert items.item_id.to_dict() == {"b": 1, "c": 2, "d": 3, "a": 4, "e": 5}
+    assert items.loc["c", "title"] == "Sea again" and items.loc["d", "title"] == "Dee"
+    users = pd.read_parquet(out / "users.parquet").set_index("raw_user_id")
+    assert users.user_id.to_dict() == {"u2": 1, "u3": 2, "u1": 3}
+    events = pd.read_parquet(out / "events.parquet")
+    assert sorted(map(tuple, events[["user_id", "item_id"]].values.tolist())) == [
+        (1, 5), (2, 2), (3, 4)]
+    assert m["counts"] == {"events": 3, "users": 3, "items": 5}
+
+    fresh = ingest(second.model_copy(update={"keep_ids": False}), out, **QUIET)
+    assert not fresh.skipped
+    renumbered = pd.read_parquet(out / "items.parquet")
+    assert renumbered.set_index("raw_item_id").item_id.to_dict() == {"a": 1, "c": 2, "e": 3}
