@@ -42,7 +42,7 @@ from irec.config import PlatformConfig  # noqa: E402
 from irec.console import session  # noqa: E402
 from ray_apps.config import STAGES  # noqa: E402
 from serving.auth import client_token, ensure_local_token  # noqa: E402
-from tests.helpers import RedisProcess  # noqa: E402
+from tests.helpers import RedisProcess, replica_pids  # noqa: E402
 
 FALLBACK = "feature store unavailable"
 
@@ -104,19 +104,6 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join()
-
-
-def replica_pids(app: str, stage: str) -> list[int]:
-    """Live replica processes of ``stage``, by their process title (``ray::ServeReplica:...``)."""
-    title = f"ray::ServeReplica:{app}:{stage}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if (proc / "cmdline").read_bytes().split(b"\0")[0].startswith(title):
-                found.append(int(proc.name))
-        except (OSError, ValueError):  # not a process, or it exited meanwhile
-            continue
-    return found
 
 
 def wait_replicas(app: str, stage: str, count: int, gone: int, timeout_s: float) -> float:

@@ -29,6 +29,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
@@ -55,6 +61,9 @@ GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISS
               422: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
 # Open without a token: liveness/readiness probes and the API's own description.
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# A stage replica lost or unreachable mid-call: the events were not acknowledged (retry).
+LOST = (RayActorError, ActorUnavailableError, ReplicaUnavailableError,
+        DeploymentUnavailableError, BackPressureError, grpc.aio.AioRpcError)
 # The scope each route needs; any other path needs ``write`` (deny by default).
 SCOPES: dict[str, Scope] = {"/recommend": "read"}
 
@@ -215,6 +224,9 @@ class Ingress:
         except TimeoutError:
             raise RequestError(408, "request", f"not answered within request_timeout_s="
                                                f"{deadline}s; retry the batch") from None
+        except LOST as exc:
+            raise RequestError(503, "events", f"not acknowledged, retry the batch: the Events "
+                                              f"stage failed ({type(exc).__name__})") from None
         if logged.error:
             raise RequestError(logged.error["status"], logged.error["field"],
                                logged.error["message"])

@@ -107,3 +107,17 @@ class RedisProcess:
             self.resume()
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def replica_pids(app: str, stage: str) -> list[int]:
+    """Live Serve replica processes of ``stage`` of ``app``, by their process title
+    (``ray::ServeReplica:<app>:<stage>``)."""
+    title = f"ray::ServeReplica:{app}:{stage}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "cmdline").read_bytes().split(b"\0")[0].startswith(title):
+                found.append(int(proc.name))
+        except (OSError, ValueError):  # not a process, or it exited meanwhile
+            continue
+    return found
