@@ -224,3 +224,37 @@ def test_a_killed_events_replica_loses_nothing_acknowledged(served, tokens, data
                              ["user_stats:user_event_count"])["user_event_count"]
     per_user = mine[mine.event_id.isin(acked)].groupby("user_id").size()
     assert counts == [int(per_user.get(u, 0)) for u in users]
+
+
+def test_irec_events_post_sends_a_file_in_batches_and_names_a_bad_row(served, tokens, tmp_path,
+                                                                      ml100k_workspace):
+    from typer.testing import CliRunner
+
+    from irec.cli import app
+
+    good = tmp_path / "events.csv"
+    good.write_text("event_id,user_id,item_id,timestamp,rating,kind\n" + "".join(
+        f"cli-{k},900200,{1 + k},{880_000_000 + k},{1 + k % 5},rating\n" for k in range(7)))
+    args = ["events", "post", "--file", str(good), "--url", served.http, "--batch-size", "3",
+            "--token", tokens["write"]]
+    runner = CliRunner()
+    sent = runner.invoke(app, args)
+    assert sent.exit_code == 0, sent.output
+    assert "7 sent" in sent.output and "7 accepted, 0 already applied" in sent.output
+    again = runner.invoke(app, args)
+    assert "0 accepted, 7 already applied" in again.output, again.output
+    logged = EventLog.of(ml100k_workspace.data_dir).read()
+    assert {f"cli-{k}" for k in range(7)} <= set(logged.event_id)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("event_id,user_id,item_id\ncli-x,900200,1\ncli-y,900200,0\n")
+    refused = runner.invoke(app, ["events", "post", "--file", str(bad), "--url", served.http,
+                                  "--token", tokens["write"]])
+    assert refused.exit_code != 0
+    assert "row 3" in refused.output and "item_id" in refused.output, refused.output
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("event_id,user_id,item_id\ncli-z,900200,99999\n")
+    server_refused = runner.invoke(app, ["events", "post", "--file", str(unknown), "--url",
+                                         served.http, "--token", tokens["write"]])
+    assert server_refused.exit_code != 0
+    assert "events.0.item_id" in server_refused.output, server_refused.output
