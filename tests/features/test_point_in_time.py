@@ -43,7 +43,8 @@ def _load(cfg: FeatureConfig, events: list[tuple[int, int, int]]) -> None:
     csv = cfg.repo_path / "events.csv"
     csv.write_text("user_id,item_id,timestamp\n" + "".join(
         f"{u},{i},{t}\n" for u, i, t in events))
-    ingest(IngestConfig(format="generic", path=csv), cfg.data_dir, **QUIET)
+    # each load is a dataset of its own: ids numbered afresh, not kept from the last load
+    ingest(IngestConfig(format="generic", path=csv, keep_ids=False), cfg.data_dir, **QUIET)
     build(cfg, **QUIET)
 
 
