@@ -63,16 +63,54 @@ class Event:
     request_id: str = ""
 
 
-class EventLog:
-    """Append-only, partitioned, crash-safe parquet log of events under ``root``."""
+class _PartitionedLog:
+    """Append-only parquet files under ``root``, one folder per event date (``date=...``);
+    each file is published whole (``_append``) and never rewritten."""
+
+    FOLDER: str
+    SCHEMA: pa.Schema
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     @classmethod
-    def of(cls, data_dir: Path) -> EventLog:
+    def of(cls, data_dir: Path):
         """The log of a feature workspace's ``data`` folder."""
-        return cls(Path(data_dir) / EVENT_LOG_DIR)
+        return cls(Path(data_dir) / cls.FOLDER)
+
+    def files(self) -> list[Path]:
+        return sorted(self.root.glob("date=*/part-*.parquet"))
+
+    def _rows(self) -> pd.DataFrame:
+        """Every row of every file (an empty frame with the columns when there is none)."""
+        files = self.files()
+        if not files:
+            return self.SCHEMA.empty_table().to_pandas()
+        return ds.dataset(files, schema=self.SCHEMA, format="parquet").to_table().to_pandas()
+
+    def _append(self, frame: pd.DataFrame) -> list[Path]:
+        """Write ``frame`` as one new file per event date, each published durably (temporary
+        name, fsync, rename, folder fsync)."""
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        written = []
+        for date, rows in frame.groupby(frame["event_timestamp"].dt.strftime("%Y-%m-%d")):
+            path = self.root / f"date={date}" / name
+            tmp = temp_path(path)
+            try:
+                pq.write_table(pa.Table.from_pandas(rows, schema=self.SCHEMA,
+                                                    preserve_index=False), tmp)
+                publish(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(path)
+        return written
+
+
+class EventLog(_PartitionedLog):
+    """Append-only, partitioned, crash-safe parquet log of events under ``root``."""
+
+    FOLDER = EVENT_LOG_DIR
+    SCHEMA = EVENT_LOG_SCHEMA
 
     def append(self, events: Sequence[Event]) -> list[Path]:
         """Write ``events`` durably (one file per event date); returns the files written."""
@@ -89,24 +127,17 @@ class EventLog:
             "event_timestamp": pd.to_datetime([e.timestamp for e in events], unit="s", utc=True),
             "logged_at": pd.Timestamp(logged_at // 1000, unit="us", tz="UTC"),
         })
-        return _append_partitioned(self.root, frame, EVENT_LOG_SCHEMA)
+        return self._append(frame)
 
     def read(self, until: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every logged event once (first logged row of each ``event_id``), oldest first;
         only events stamped at or before ``until`` when given."""
-        files = sorted(self.root.glob("date=*/part-*.parquet"))
-        if not files:
-            return EVENT_LOG_SCHEMA.empty_table().to_pandas()
-        table = ds.dataset(files, schema=EVENT_LOG_SCHEMA, format="parquet").to_table()
-        frame = table.to_pandas().sort_values(["logged_at", "event_id"], kind="stable")
+        frame = self._rows().sort_values(["logged_at", "event_id"], kind="stable")
         frame = frame.drop_duplicates("event_id", keep="first")
         if until is not None:
             frame = frame[frame["event_timestamp"] <= pd.Timestamp(until)]
         return frame.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(
             drop=True)
-
-    def files(self) -> list[Path]:
-        return sorted(self.root.glob("date=*/part-*.parquet"))
 
 
 EXPOSURE_LOG_DIR = "exposure_log"
@@ -131,15 +162,11 @@ class Exposure:
     timestamp: float  # epoch seconds, when it was answered
 
 
-class ExposureLog:
+class ExposureLog(_PartitionedLog):
     """Append-only partitioned parquet of exposures under ``root``, like ``EventLog``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    @classmethod
-    def of(cls, data_dir: Path) -> ExposureLog:
-        return cls(Path(data_dir) / EXPOSURE_LOG_DIR)
+    FOLDER = EXPOSURE_LOG_DIR
+    SCHEMA = EXPOSURE_SCHEMA
 
     def append(self, exposures: Sequence[Exposure]) -> list[Path]:
         rows = [(x, k, item, score) for x in exposures
@@ -157,32 +184,11 @@ class ExposureLog:
             "event_timestamp": pd.to_datetime([int(x.timestamp * 1e6) for x, *_ in rows],
                                               unit="us", utc=True),
         })
-        return _append_partitioned(self.root, frame, EXPOSURE_SCHEMA)
+        return self._append(frame)
 
     def read(self) -> pd.DataFrame:
-        files = sorted(self.root.glob("date=*/part-*.parquet"))
-        if not files:
-            return EXPOSURE_SCHEMA.empty_table().to_pandas()
-        table = ds.dataset(files, schema=EXPOSURE_SCHEMA, format="parquet").to_table()
-        return table.to_pandas().sort_values(["event_timestamp", "request_id", "position"],
-                                             kind="stable").reset_index(drop=True)
-
-
-def _append_partitioned(root: Path, frame: pd.DataFrame, schema: pa.Schema) -> list[Path]:
-    """Write ``frame`` as one new file per event date under ``root``, each published
-    durably (temporary name, fsync, rename, folder fsync)."""
-    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    written = []
-    for date, rows in frame.groupby(frame["event_timestamp"].dt.strftime("%Y-%m-%d")):
-        path = root / f"date={date}" / name
-        tmp = temp_path(path)
-        try:
-            pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), tmp)
-            publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(path)
-    return written
+        return self._rows().sort_values(["event_timestamp", "request_id", "position"],
+                                        kind="stable").reset_index(drop=True)
 
 
 def logged_events(data_dir: Path) -> pd.DataFrame:

@@ -116,9 +116,9 @@ class LiveUpdates:
 def merge_user(rows: Rows, events: list[Event], n: int) -> Rows:
     """The user's rows after ``events`` (sorted by time): last ``n`` of history, stats."""
     history, history_ts = rows.get("user_history", ({}, None))
-    stamps = _ints(history.get("hist_timestamps"))
+    stamps = _values(history.get("hist_timestamps"))
     merged = sorted(
-        [*zip(stamps, _ints(history.get("hist_item_ids")), _floats(history.get("hist_ratings")),
+        [*zip(stamps, _values(history.get("hist_item_ids")), _values(history.get("hist_ratings")),
               strict=True),
          *((e.timestamp, e.item_id, _rating(e.rating)) for e in events)],
         key=lambda row: row[0])[-n:]  # stable: stored events first among equal times
@@ -178,12 +178,10 @@ def _scalar(value: Value | None):
     return None if kind in (None, "null_val") else getattr(value, kind)
 
 
-def _ints(value: Value | None) -> list[int]:
-    return list(_scalar(value).val) if _scalar(value) is not None else []
-
-
-def _floats(value: Value | None) -> list[float]:
-    return list(_scalar(value).val) if _scalar(value) is not None else []
+def _values(value: Value | None) -> list:
+    """The elements of a list value (int64 or double); [] when unset."""
+    listed = _scalar(value)
+    return list(listed.val) if listed is not None else []
 
 
 def _rating(rating: float | None) -> float:

@@ -249,13 +249,14 @@ class Ingress:
         """200 while the app answers: ``degraded`` when it answers with a fallback."""
         return await self._health()
 
-    async def Recommend(self, message: pb.RecommendRequest,  # noqa: N802 (gRPC method name)
-                        grpc_context: RayServegRPCContext) -> pb.RecommendResponse:
+    async def _over_grpc(self, grpc_context: RayServegRPCContext, scope: Scope, answer,
+                         empty):
+        """``await answer()`` for a gRPC caller holding ``scope``. A refusal (token, scope,
+        validation, request error) sets the status and details and returns ``empty``."""
         try:
             metadata = dict(grpc_context.invocation_metadata())
-            self.auth.check(metadata.get("authorization"), "read")
-            request = from_proto(message)
-            return to_proto(await self.recommend(request, "grpc"))
+            self.auth.check(metadata.get("authorization"), scope)
+            return await answer()
         except AuthError as exc:
             grpc_context.set_code(GRPC_CODES[exc.status])
             grpc_context.set_details(f"{exc.field}: {exc.message}")
@@ -265,26 +266,23 @@ class Ingress:
         except RequestError as exc:
             grpc_context.set_code(GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT))
             grpc_context.set_details(str(exc))
-        return pb.RecommendResponse()
+        return empty
+
+    async def Recommend(self, message: pb.RecommendRequest,  # noqa: N802 (gRPC method name)
+                        grpc_context: RayServegRPCContext) -> pb.RecommendResponse:
+        async def answer() -> pb.RecommendResponse:
+            return to_proto(await self.recommend(from_proto(message), "grpc"))
+
+        return await self._over_grpc(grpc_context, "read", answer, pb.RecommendResponse())
 
     async def LogEvents(self, message: pb.EventsRequest,  # noqa: N802 (gRPC method name)
                         grpc_context: RayServegRPCContext) -> pb.EventsResponse:
-        try:
-            metadata = dict(grpc_context.invocation_metadata())
-            self.auth.check(metadata.get("authorization"), "write")
-            answer = await self.log_events(events_from_proto(message))
-            return pb.EventsResponse(accepted=answer.accepted, duplicates=answer.duplicates,
-                                     latency_ms=answer.latency_ms)
-        except AuthError as exc:
-            grpc_context.set_code(GRPC_CODES[exc.status])
-            grpc_context.set_details(f"{exc.field}: {exc.message}")
-        except ValidationError as exc:
-            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            grpc_context.set_details(describe(exc))
-        except RequestError as exc:
-            grpc_context.set_code(GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT))
-            grpc_context.set_details(str(exc))
-        return pb.EventsResponse()
+        async def answer() -> pb.EventsResponse:
+            logged = await self.log_events(events_from_proto(message))
+            return pb.EventsResponse(accepted=logged.accepted, duplicates=logged.duplicates,
+                                     latency_ms=logged.latency_ms)
+
+        return await self._over_grpc(grpc_context, "write", answer, pb.EventsResponse())
 
     async def Health(self, message: pb.HealthRequest) -> pb.HealthResponse:  # noqa: N802
         health = await self._health()

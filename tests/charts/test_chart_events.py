@@ -38,8 +38,7 @@ def test_serving_pods_write_the_event_log_and_nothing_else_of_the_features(case,
     templates = list(pod_templates(service))
     assert templates
     for where, template in templates:
-        (container,) = [c for c in template["spec"]["containers"] if c["name"] == "ray"] or \
-            template["spec"]["containers"][:1]
+        container = template["spec"]["containers"][0]  # ray-head / ray-worker
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         features = next(m for m in mounts.values() if m["name"] == "features"
                         and "subPath" not in m)
