@@ -63,7 +63,7 @@ class Event:
     request_id: str = ""
 
 
-class _PartitionedLog:
+class PartitionedLog:
     """Append-only parquet files under ``root``, one folder per event date (``date=...``);
     each file is published whole (``_append``) and never rewritten."""
 
@@ -106,7 +106,7 @@ class _PartitionedLog:
         return written
 
 
-class EventLog(_PartitionedLog):
+class EventLog(PartitionedLog):
     """Append-only, partitioned, crash-safe parquet log of events under ``root``."""
 
     FOLDER = EVENT_LOG_DIR
@@ -162,7 +162,7 @@ class Exposure:
     timestamp: float  # epoch seconds, when it was answered
 
 
-class ExposureLog(_PartitionedLog):
+class ExposureLog(PartitionedLog):
     """Append-only partitioned parquet of exposures under ``root``, like ``EventLog``."""
 
     FOLDER = EXPOSURE_LOG_DIR

@@ -19,7 +19,10 @@ Ids are stable across re-ingests into the same folder: the previous ingest's ite
 tables are its id map, every id it gave is kept (with its item or user, even one the new
 input no longer names), and new raw ids are numbered after the largest one. A model trained
 before a re-ingest therefore still names the same items (``ingest.keep_ids: false`` numbers
-afresh, for a different dataset in the same folder).
+afresh, for a different dataset in the same folder). Items added at run time (``POST /items``,
+``data.catalogue_log``) join the id map with the ids they were given: a re-ingest writes them
+into ``items.parquet`` (title, genres, text), so the features build embeds them and training
+learns them; a new file in the catalogue log makes an otherwise unchanged input stale.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import pyarrow.parquet as pq
 
 from data import movielens
 from data.atomic import StagedFiles, file_lock, recover, remove_stale_temps
+from data.catalogue_log import CatalogueLog
 from data.config import IngestConfig
 from data.readers import (
     MOVIELENS_FILES,
@@ -93,7 +97,8 @@ def _ingest(cfg: IngestConfig, out_dir: Path, log: Callable[[str], None]) -> Ing
     started = time.perf_counter()
     dataset_reader = _reader(cfg, log)
     inputs = dataset_reader.inputs
-    source_digest = _source_digest(cfg, inputs)
+    added = CatalogueLog.of(out_dir).files() if cfg.keep_ids else []
+    source_digest = _source_digest(cfg, [*inputs, *added])
     existing = _read_manifest(out_dir)
     if existing and existing.get("source_digest") == source_digest and _outputs_intact(
         out_dir, existing
@@ -268,6 +273,12 @@ def _previous_ids(out_dir: Path, manifest: dict | None,
                 "numbered afresh (a model trained before will be refused by serving)")
             return None
         tables[name] = pd.read_parquet(path)
+    added = CatalogueLog.of(out_dir).read()
+    added = added[~added["raw_item_id"].isin(set(tables["items"]["raw_item_id"]))]
+    if len(added):
+        log(f"ingest: {len(added):,} item(s) added at run time join the catalogue "
+            f"(ids {added['item_id'].min()}..{added['item_id'].max()})")
+        tables["items"] = pd.concat([tables["items"], added[ITEM_COLUMNS]], ignore_index=True)
     return tables
 
 

@@ -69,6 +69,11 @@ def build(cfg: FeatureConfig, log: Callable[[str], None] = print) -> dict:
         remove_stale_temps(data, [*(f"{t}.parquet" for t in TABLES), BUILD_FILE, JOURNAL,
                                   LOGGED_EVENTS])
         logged = EventLog.of(data).read()
+        ahead = logged["item_id"] > int(items["item_id"].max())
+        if ahead.any():  # items added at run time: ingest folds them into items.parquet
+            log(f"features: {int(ahead.sum()):,} logged event(s) name items added since the "
+                "last ingest; they join the build after `irec ingest` adds those items")
+            logged = logged[~ahead]
         if len(logged):
             log(f"features: {len(logged):,} logged live events join the {len(events):,} "
                 "ingested ones")

@@ -69,19 +69,37 @@ class LiveConflict(RuntimeError):
     """Redis: other writers changed the batch's keys on every one of ``max_attempts`` tries."""
 
 
+def online_kind(store: FeatureStore) -> str:
+    """``sqlite`` or ``redis``: the online stores whose writes this module makes atomic."""
+    kind = store.config.online_store.type
+    if kind.endswith("SqliteOnlineStore") or kind == "sqlite":
+        return "sqlite"
+    if kind.endswith("RedisOnlineStore") or kind == "redis":
+        return "redis"
+    raise ValueError(f"live updates need a SQLite or Redis online store, not {kind!r}")
+
+
+def sqlite_path(store: FeatureStore) -> Path:
+    """The SQLite online store's database file (relative paths are under the repo)."""
+    path = Path(store.config.online_store.path)
+    return path if path.is_absolute() else Path(store.repo_path) / path
+
+
+def redis_client(store: FeatureStore):
+    """The Redis online store's own client (its connection settings and timeouts)."""
+    return store.provider.online_store._get_client(store.config.online_store)
+
+
 class LiveUpdates:
     """Applies batches of events to the online store of ``store``; see the module docstring."""
 
     def __init__(self, store: FeatureStore, history_length: int, dedup_ttl_s: float = 7 * 86_400,
                  max_attempts: int = 50, busy_timeout_s: float = 5.0) -> None:
         self.history_length = history_length
-        kind = store.config.online_store.type
-        if kind.endswith("SqliteOnlineStore") or kind == "sqlite":
+        if online_kind(store) == "sqlite":
             self.backend = SqliteBackend(store, dedup_ttl_s, busy_timeout_s)
-        elif kind.endswith("RedisOnlineStore") or kind == "redis":
-            self.backend = RedisBackend(store, dedup_ttl_s, max_attempts)
         else:
-            raise ValueError(f"live updates need a SQLite or Redis online store, not {kind!r}")
+            self.backend = RedisBackend(store, dedup_ttl_s, max_attempts)
 
     def apply(self, events: Sequence[Event]) -> Applied:
         """Merge ``events`` into the online rows of their users and items, all or nothing."""
@@ -208,8 +226,7 @@ class SqliteBackend:
 
     def __init__(self, store: FeatureStore, dedup_ttl_s: float, busy_timeout_s: float) -> None:
         config = store.config
-        path = Path(config.online_store.path)
-        self.path = path if path.is_absolute() else Path(store.repo_path) / path
+        self.path = sqlite_path(store)
         self.version = config.entity_key_serialization_version
         self.dedup_ttl_s, self.busy_timeout_s = dedup_ttl_s, busy_timeout_s
         versioning = config.registry.enable_online_feature_view_versioning
@@ -291,7 +308,7 @@ class RedisBackend:
 
     def __init__(self, store: FeatureStore, dedup_ttl_s: float, max_attempts: int) -> None:
         config = store.config
-        self.client = store.provider.online_store._get_client(config.online_store)
+        self.client = redis_client(store)
         self.project, self.version = config.project, config.entity_key_serialization_version
         self.dedup_ttl_s, self.max_attempts = max(int(dedup_ttl_s), 1), max_attempts
         self.fields = {view: [_mmh3(f"{view}:{name}") for name in names]

@@ -40,6 +40,14 @@ class ItemIndex:
         self.index.train(vectors[np.sort(rows)])
         self.index.add(vectors)
 
+    def upsert(self, item_vectors: torch.Tensor, ids: list[int]) -> None:
+        """Put the vectors of ``ids`` (rows of ``item_vectors``) in the index, replacing any
+        it holds for them (items added after it was built keep its trained cells)."""
+        rows = np.asarray(ids, dtype=np.int64) - 1
+        self.index.remove_ids(rows)
+        vectors = np.ascontiguousarray(item_vectors[ids].numpy(), dtype=np.float32)
+        self.index.add_with_ids(vectors, rows)
+
     def search(self, states: torch.Tensor, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item ids), each (B, n), best first; id -1 where fewer than n were found."""
         params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.cells))

@@ -74,7 +74,7 @@ def build_app(args: AppArgs) -> Application:
     retrieval = _placed(Retrieval, args, "Retrieval").bind(features)
     intent = _placed(Intent, args, "Intent").bind(features)
     ranking = _placed(Ranking, args, "Ranking").bind(features)
-    events = _placed(Events, args, "Events").bind(features)
+    events = _placed(Events, args, "Events").bind(features, intent)
     return _placed(Ingress, args, "Ingress").bind(retrieval, intent, ranking, events,
                                                   args.serving.auth)
 

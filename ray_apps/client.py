@@ -4,10 +4,11 @@
     answer = client.recommend(RecommendRequest(user_id=42, n=5, query="something funny"))
     logged = client.log_events(EventsRequest(events=[EventIn(event_id="e1", user_id=42,
                                                              item_id=50)]))  # write scope
+    added = client.add_items(ItemsRequest(items=[ItemIn(raw_item_id="m-9", title="...")]))
 
-Both return ``RecommendResponse`` (``EventsResponse``); a rejected request raises ``APIError``
-with the status (HTTP code, or the gRPC status name) and the server's message, which names the
-offending field.
+Both return ``RecommendResponse`` (``EventsResponse``; ``add_items``: HTTP only); a rejected
+request raises ``APIError`` with the status (HTTP code, or the gRPC status name) and the
+server's message, which names the offending field.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ray_apps.schemas import (
     EventsRequest,
     EventsResponse,
     Health,
+    ItemsRequest,
+    ItemsResponse,
     RecommendRequest,
     RecommendResponse,
 )
@@ -46,6 +49,9 @@ class HTTPClient:
 
     def log_events(self, request: EventsRequest) -> EventsResponse:
         return EventsResponse.model_validate(self._post("/events", request))
+
+    def add_items(self, request: ItemsRequest) -> ItemsResponse:
+        return ItemsResponse.model_validate(self._post("/items", request))
 
     def _post(self, path: str, request) -> dict:
         body = request.model_dump(mode="json", exclude_unset=True)

@@ -106,6 +106,9 @@ class RetrievalKnobs(StageKnobs):
     """Retrieval: user state -> top-K candidates."""
 
     k: int = Field(100, ge=1, le=5000)  # candidates handed to ranking
+    # items added since training (POST /items) that join the K, best-scoring (or, on cold
+    # start, newest) first: with no interactions they rarely make the top K themselves
+    fresh_candidates: int = Field(10, ge=0, le=1000)
     max_batch_size: int = Field(8, ge=1, le=256)
     # How long a batch waits for more requests after its first. 0: take what is queued; under
     # load requests queue while a batch runs, so batches still form, and light load pays no wait.
@@ -142,6 +145,7 @@ class FusionWeights(StrictModel):
     intent: float = 0.5  # intent distribution . item genres
     query: float = 0.5  # query text . item text (when a query is given)
     popularity: float = 0.1  # trailing-window popularity from Feast item_stats
+    fresh: float = 1.0  # bonus of items added since the model was trained (explore them)
 
 
 class RankingKnobs(StageKnobs):
@@ -152,6 +156,8 @@ class RankingKnobs(StageKnobs):
     # Item trend features (Feast item_stats) are re-read for the whole catalogue at most this
     # often; materialization moves them daily, a per-request read costs ~10 ms for K=100.
     item_features_ttl_s: float = Field(60.0, ge=0)
+    # items closest to a query's text that join the candidates (0: the query only re-ranks)
+    query_candidates: int = Field(20, ge=0, le=1000)
 
 
 class EventsKnobs(StrictModel):

@@ -20,6 +20,12 @@ Exposures (what each ``/recommend`` answer showed, sent by the Ingress without w
 buffered for ``exposure_flush_s`` and written to the exposure log as one file; a replica that
 shuts down writes what it holds.
 
+Items added at run time (``POST /items``, ``add_items``) get their id from the online store
+(``features.catalogue``: atomic, a retried raw id keeps its id), their text embedded by the
+Intent stage's LM, a row in the catalogue log (``data.catalogue_log``) and their
+``item_profile`` and ``item_text_embedding`` rows online, in that order; events may name them
+at once, and the serving stages serve them from their text (``ray_apps.catalogue``).
+
 Only then is the batch acknowledged. A replica killed before the answer leaves the batch
 logged or not, applied online or not; the client's retry of the same event ids logs it again
 (the log is read back once per event id) and applies online only what was not applied. A store
@@ -31,26 +37,34 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pandas as pd
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
+from data.catalogue_log import CatalogueLog, NewItem
 from data.event_log import Event, EventLog, Exposure, ExposureLog
 from data.ingest import read_manifest
+from features.catalogue import Catalogue, write_online
 from features.config import FeatureConfig
 from features.live import LiveConflict, LiveUpdates
 from features.store import STORE_ERRORS, open_store
+from features.tables import item_text
 from ray_apps.config import EventsUserConfig
-from ray_apps.messages import Logged, Shown
-from ray_apps.schemas import EventsRequest
+from ray_apps.messages import Catalogued, Logged, Shown
+from ray_apps.schemas import EventsRequest, ItemsRequest
 
 
 @serve.deployment
 class Events:
-    def __init__(self, features: FeatureConfig) -> None:
+    def __init__(self, features: FeatureConfig, intent: DeploymentHandle) -> None:
         self.features = features
+        self.intent = intent
         self.store = open_store(features)
         self.log = EventLog.of(features.data_dir)
+        self.catalogue_log = CatalogueLog.of(features.data_dir)
+        self.catalogue: Catalogue | None = None
         self.exposure_log = ExposureLog.of(features.data_dir)
         self.shown: list[Exposure] = []
         self.flushing: asyncio.Task | None = None
@@ -68,19 +82,25 @@ class Events:
         self.live = await asyncio.to_thread(
             LiveUpdates, self.store, self.features.history_length, knobs.dedup_ttl_s,
             knobs.max_attempts, knobs.busy_timeout_s)
-        await asyncio.to_thread(self._catalogue)
+        await asyncio.to_thread(self._catalogue, knobs.busy_timeout_s)
         self.knobs = knobs
 
-    def _catalogue(self) -> None:
+    def _catalogue(self, busy_timeout_s: float) -> None:
         """The item ids and the rating scale events are checked against: the store's data."""
         data = self.features.data_dir
         manifest = read_manifest(data)
-        items = pd.read_parquet(data / "items.parquet", columns=["item_id"])
-        self.num_items = int(items["item_id"].max())
+        self.catalogue = Catalogue(self.store, data, busy_timeout_s)
+        self.num_items = self.catalogue.size()
         self.rating_range = tuple(manifest["rating_range"]) if manifest["has_ratings"] else None
 
     async def __call__(self, batch: EventsRequest) -> Logged:
         began = time.perf_counter()
+        if max(e.item_id for e in batch.events) > self.num_items:  # added since we looked?
+            try:
+                self.num_items = await asyncio.to_thread(self.catalogue.size)
+            except STORE_ERRORS as exc:
+                return _bad("events", 503, f"not acknowledged, retry the batch: "
+                            f"{type(exc).__name__}: {exc}"[:400])
         events, error = self._validate(batch, time.time())
         if error is not None:
             return error
@@ -120,6 +140,34 @@ class Events:
                 fresh.discard(e.event_id)
             out.append((accepted, duplicates, logged_s))
         return out
+
+    async def add_items(self, batch: ItemsRequest) -> Catalogued:
+        """Give each item an id, embed its text, log it and write it online (all before the
+        answer); items of the ingested dataset are only named."""
+        began = time.perf_counter()
+        now = time.time()
+        try:
+            allocated = await asyncio.to_thread(self.catalogue.allocate,
+                                                [i.raw_item_id for i in batch.items])
+            added = [NewItem(item_id=a.item_id, raw_item_id=i.raw_item_id, title=i.title,
+                             genres=tuple(i.genres), year=i.year, text=i.text, timestamp=now)
+                     for i, a in zip(batch.items, allocated, strict=True) if not a.dataset]
+            if added:
+                texts = item_text(pd.DataFrame({"title": [i.title for i in added],
+                                                "genres": [list(i.genres) for i in added],
+                                                "text": [i.text for i in added]}))
+                vectors = np.asarray(await self.intent.embed.remote(texts.tolist()))
+                await asyncio.to_thread(self.catalogue_log.append, added)
+                await asyncio.to_thread(write_online, self.store, added, vectors)
+        except STORE_ERRORS as exc:
+            return Catalogued(error={"status": 503, "field": "items",
+                                     "message": f"not acknowledged, retry the batch: "
+                                                f"{type(exc).__name__}: {exc}"[:400]})
+        self.num_items = max(self.num_items, *(a.item_id for a in allocated))
+        return Catalogued(
+            items=[{"raw_item_id": i.raw_item_id, "item_id": a.item_id, "new": a.new}
+                   for i, a in zip(batch.items, allocated, strict=True)],
+            latency_ms={"items": round((time.perf_counter() - began) * 1000, 3)})
 
     async def expose(self, shown: Shown) -> None:
         """Buffer one answered recommendation; a flush follows within exposure_flush_s."""

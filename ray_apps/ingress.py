@@ -2,6 +2,7 @@
 
     POST /recommend   RecommendRequest -> RecommendResponse      (OpenAPI at /docs)
     POST /events      EventsRequest -> EventsResponse            (write scope; ray_apps/events.py)
+    POST /items       ItemsRequest -> ItemsResponse              (write scope; ray_apps/events.py)
     GET  /healthz     {"status": "ok", "model": <tag>}
     gRPC irec.v1.Recommender/Recommend, /LogEvents and /Health    (serving/recommend.proto)
 
@@ -46,6 +47,8 @@ from ray_apps.schemas import (
     EventsRequest,
     EventsResponse,
     Health,
+    ItemsRequest,
+    ItemsResponse,
     RecommendRequest,
     RecommendResponse,
     describe,
@@ -216,22 +219,34 @@ class Ingress:
     async def recommend_http(self, body: RecommendRequest) -> RecommendResponse:
         return await self.recommend(body, "http")
 
-    async def log_events(self, batch: EventsRequest) -> EventsResponse:
+    async def _write(self, call, field: str):
+        """``await call()`` on the Events stage, within the request deadline; a refusal, a
+        timeout or a lost replica is a ``RequestError`` (retry: nothing was acknowledged)."""
         deadline = self.knobs.request_timeout_s
         try:
             async with asyncio.timeout(deadline):
-                logged = await self.events.remote(batch)
+                answer = await call()
         except TimeoutError:
             raise RequestError(408, "request", f"not answered within request_timeout_s="
                                                f"{deadline}s; retry the batch") from None
         except LOST as exc:
-            raise RequestError(503, "events", f"not acknowledged, retry the batch: the Events "
-                                              f"stage failed ({type(exc).__name__})") from None
-        if logged.error:
-            raise RequestError(logged.error["status"], logged.error["field"],
-                               logged.error["message"])
+            raise RequestError(503, field, f"not acknowledged, retry the batch: the Events "
+                                           f"stage failed ({type(exc).__name__})") from None
+        if answer.error:
+            raise RequestError(answer.error["status"], answer.error["field"],
+                               answer.error["message"])
+        return answer
+
+    async def log_events(self, batch: EventsRequest) -> EventsResponse:
+        logged = await self._write(lambda: self.events.remote(batch), "events")
         return EventsResponse(accepted=logged.accepted, duplicates=logged.duplicates,
                               latency_ms=logged.latency_ms)
+
+    @API.post("/items", response_model=ItemsResponse)
+    async def items_http(self, body: ItemsRequest) -> ItemsResponse:
+        """Add catalogue items (write scope): an id each, served from their text at once."""
+        added = await self._write(lambda: self.events.add_items.remote(body), "items")
+        return ItemsResponse(items=added.items, latency_ms=added.latency_ms)
 
     @API.post("/events", response_model=EventsResponse)
     async def events_http(self, body: EventsRequest) -> EventsResponse:

@@ -8,6 +8,9 @@ model's own intent head (computed on the user state in Retrieval) by ``query_wei
 Intent needs only the query, so the Ingress calls it at the same time as Retrieval: a request
 crosses two stage hops (Retrieval || Intent, then Ranking), not three. A request without a
 query does not call it at all.
+
+Intent also embeds the text of items added at run time (``POST /items``, ``embed``): the same
+LM, text and pooling as the features build's ``item_text_embedding``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from features.lm import TextEncoder
 from features.store import open_store
 from ray_apps.config import IntentUserConfig
 from ray_apps.messages import QueryIntent
-from ray_apps.models import ModelCache, ServingModel, item_text
+from ray_apps.models import ModelCache, ServingModel, genre_prototypes
 
 
 @serve.deployment
@@ -49,13 +52,16 @@ class Intent:
 
     async def _prototypes(self, model: ServingModel) -> torch.Tensor | None:
         """(G, E) genre prototypes in the LM's space; None when queries are not supported."""
-        found = await model.derive("item_text", lambda m: item_text(self.store, m,
-                                                                    self.encoder.dim))
-        return None if found is None else found[1]
+        return await model.derive("prototypes", lambda m: genre_prototypes(m, self.encoder.dim))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def encode(self, queries: list[str]) -> list[np.ndarray]:
         return list(self.encoder.encode(queries))
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """(N, E) LM embeddings of item texts (``features.tables.item_text``), unit length."""
+        vectors = await asyncio.to_thread(self.encoder.encode, texts)
+        return vectors.tolist()
 
     async def __call__(self, query: str, model_tag: str | None = None) -> QueryIntent:
         """The query's intent under ``model_tag`` (default: the current model)."""

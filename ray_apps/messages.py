@@ -34,7 +34,8 @@ class Candidates(BaseModel):
     candidates: list[int] = []
     scores: list[float] = []
     intent: list[float] = []  # (G,) the intent head on the state; [] for a model without genres
-    exclude: list[int] = []
+    exclude: list[int] = []  # the request's, and added items of the history (never returned)
+    catalogue_size: int = 0  # items Retrieval served: ids 1..catalogue_size
     latency_ms: dict[str, float] = {}
 
 
@@ -78,3 +79,11 @@ class Shown(BaseModel):
     scores: list[float]
     cold_start: bool
     timestamp: float  # epoch seconds
+
+
+class Catalogued(BaseModel):
+    """Events -> Ingress: what a batch of added items got."""
+
+    error: dict | None = None  # {"status", "field", "message"}: nothing acknowledged
+    items: list[dict] = []  # AddedItem fields, in request order
+    latency_ms: dict[str, float] = {}

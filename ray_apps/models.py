@@ -54,12 +54,23 @@ class ServingModel:
     genre_matrix: torch.Tensor  # (I+1, G) rows sum to 1 (or 0 for items without genres)
     genre_mix: torch.Tensor  # (G,) the catalogue's genre distribution (cold-start intent)
     unit_vectors: torch.Tensor  # (I+1, D) item_vectors, L2-normalised (explanations)
-    # what a stage derives from this model (e.g. item text from Feast), dropped with it
+    # (I+1, E) the LM text embeddings of Feast ``item_text_embedding``, L2-normalised (zero
+    # rows for items without text); None when the store has none
+    lm_text: torch.Tensor | None = None
+    # ids added after training whose features are not online yet: never recommended
+    pending: set[int] = field(default_factory=set)
+    # what a stage derives from this model (e.g. genre prototypes), dropped with it
     derived: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
+        """Items the model was trained on: ids 1..num_items."""
         return self.model.cfg.num_items
+
+    @property
+    def num_served(self) -> int:
+        """Items served: the trained ones, then those added since (``ray_apps.catalogue``)."""
+        return self.item_vectors.shape[0] - 1
 
     async def derive(self, name: str, build: Callable[[ServingModel], Any]) -> Any:
         """``build(self)`` once per model, in a thread (it may read the feature store)."""
@@ -145,7 +156,8 @@ def load(tag: str, store: FeatureStore, newer_data: str = "serve") -> ServingMod
     return ServingModel(tag=packaged.tag, model=model, item_vectors=packaged.item_vectors,
                         titles=titles, raw_ids=raw_ids, genres=genres, genre_names=names,
                         genre_matrix=matrix, genre_mix=mix / mix.sum().clamp(min=1e-9),
-                        unit_vectors=torch.nn.functional.normalize(packaged.item_vectors, dim=-1))
+                        unit_vectors=torch.nn.functional.normalize(packaged.item_vectors, dim=-1),
+                        lm_text=item_text(store, range(1, n)))
 
 
 def item_trends(store: FeatureStore, num_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,30 +172,30 @@ def item_trends(store: FeatureStore, num_items: int) -> tuple[np.ndarray, np.nda
     return np.concatenate([[0.0], window]), np.concatenate([[0.0], total])
 
 
-def item_text(store: FeatureStore, model: ServingModel,
-              dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Item text (I+1, E) and genre prototypes (G, E), L2-normalised, from Feast.
-
-    The feature store's ``item_text_embedding`` is the LM's own space, the one queries are
-    encoded in (the model's item tower may have tuned its copy). A prototype is the mean text
-    of a genre's items. None when the model has no genres or the store no text (of width
-    ``dim``, when given).
-    """
-    if not model.genre_names:
-        return None
-    got = online_features(store, [{"item_id": i} for i in range(1, model.num_items + 1)],
+def item_text(store: FeatureStore, ids: range) -> torch.Tensor | None:
+    """(len(ids)+1, E) Feast ``item_text_embedding`` of ``ids`` (row 0 zero), L2-normalised;
+    zero rows for items without text, None when no item has any."""
+    got = online_features(store, [{"item_id": i} for i in ids],
                           ["item_text_embedding:text_embedding"])
     vectors = got["text_embedding"]
     width = next((len(v) for v in vectors if v), 0)
-    if not width or (dim is not None and width != dim):
+    if not width:
         return None
-    text = torch.zeros(model.num_items + 1, width)
+    text = torch.zeros(len(vectors) + 1, width)
     for i, v in enumerate(vectors, start=1):
         if v:
             text[i] = torch.tensor(v)
-    members = (model.genre_matrix > 0).float()  # (I+1, G)
-    protos = torch.nn.functional.normalize(members.T @ text, dim=-1)  # (G, E)
-    return torch.nn.functional.normalize(text, dim=-1), protos
+    return torch.nn.functional.normalize(text, dim=-1)
+
+
+def genre_prototypes(model: ServingModel, dim: int) -> torch.Tensor | None:
+    """(G, E) the mean LM text of each genre's items, L2-normalised: what queries of the
+    ``dim``-wide LM are matched to. None when the model has no genres or no text that wide."""
+    text = model.lm_text
+    if not model.genre_names or text is None or text.shape[1] != dim:
+        return None
+    members = (model.genre_matrix[: model.num_items + 1] > 0).float()  # (I+1, G)
+    return torch.nn.functional.normalize(members.T @ text[: model.num_items + 1], dim=-1)
 
 
 class ModelCache:

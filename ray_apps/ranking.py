@@ -7,12 +7,20 @@ Fused score = sum of weighted, z-scored terms (weights in ``user_config``):
   intent     the intent distribution . the item's genres;
   query      the query's LM similarity to the item text (when a query is given);
   popularity the trailing-window popularity from Feast ``item_stats`` (the whole catalogue's,
-             re-read in the background every ``item_features_ttl_s``).
+             re-read in the background every ``item_features_ttl_s``);
+  fresh      a bonus (in the z-scores' units) for items added since the model was trained,
+             whose popularity term is neutral (``ray_apps.catalogue``).
 The intent is the model's intent head (from Retrieval) blended with the query's (from Intent,
 weight ``query_weight``; the query's alone on cold start).
-Cold start has no user state: popularity within intent (popularity x intent match).
-Each pick is explained: how well it matches the intent, through which genres, and the history
-items whose item vectors are closest to it.
+Cold start has no user state: popularity within intent (popularity x intent match); with a
+query, the z-scored popularity, intent and query terms (the query finds what nobody has
+interacted with yet).
+A query also brings its own candidates: the ``query_candidates`` items whose text is closest
+to it join Retrieval's (seen and excluded items left out), so text search reaches items the
+user state would not retrieve, such as items added since training.
+Each pick is explained: how well it matches the intent, through which genres, the history
+items whose item vectors are closest to it, and whether it is ``new`` (added after the model
+was trained, served from its text: ``ray_apps.catalogue``).
 """
 
 from __future__ import annotations
@@ -25,12 +33,19 @@ from ray import serve
 
 from features.config import FeatureConfig
 from features.store import STORE_ERRORS, open_store
+from ray_apps.catalogue import CatalogueView
 from ray_apps.config import RankingUserConfig
 from ray_apps.messages import Candidates, QueryIntent, Ranked
-from ray_apps.models import ModelCache, ServingModel, item_text, item_trends
+from ray_apps.models import ModelCache, ServingModel, item_trends
 
 
-def zscore(x: torch.Tensor) -> torch.Tensor:
+def zscore(x: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) ``x`` standardised over the candidates; with ``known`` (K,) bool, over the known
+    values only, the unknown ones neutral (0)."""
+    if known is not None:
+        out = torch.zeros_like(x)
+        out[known] = zscore(x[known])
+        return out
     if x.numel() < 2:
         return torch.zeros_like(x)
     return (x - x.mean()) / x.std().clamp(min=1e-6)
@@ -41,6 +56,7 @@ class Ranking:
     def __init__(self, features: FeatureConfig) -> None:
         self.store = open_store(features)
         self.models = ModelCache(self.store)
+        self.catalogue = CatalogueView(self.store, features.data_dir)
         self.knobs: RankingUserConfig | None = None
         self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
         self.read_at = float("-inf")
@@ -54,14 +70,8 @@ class Ranking:
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
         self.read_at = time.monotonic()
-        await self._text(model)
         self.models.current = model.tag
         self.knobs = knobs
-
-    async def _text(self, model: ServingModel) -> torch.Tensor | None:
-        """(I+1, E) item text embeddings (Feast ``item_text_embedding``) queries are matched to."""
-        found = await model.derive("item_text", lambda m: item_text(self.store, m))
-        return None if found is None else found[0]
 
     def _item_stats(self, num_items: int) -> torch.Tensor:
         window, _ = item_trends(self.store, num_items)
@@ -88,23 +98,25 @@ class Ranking:
         if not retrieved.candidates:
             return Ranked()
         model = await self.models.aget(retrieved.model)
-        cands = torch.tensor(retrieved.candidates)  # (K,)
+        await self._grow(model, retrieved)
         self._refresh_item_stats(model.num_items)
-        table = self.popularity
-        pop = table[cands] if len(table) > int(cands.max()) else torch.zeros(len(cands))  # (K,)
+        cands, scores = self._candidates(model, retrieved, query)  # (K,), (K,)
+        trained = cands <= model.num_items  # (K,) the others were added since training
+        pop = torch.zeros(len(cands))  # (K,)
+        pop[trained] = self.popularity[cands[trained]]
         dist = self._intent(retrieved, query)  # (G,) or None
         match = (model.genre_matrix[cands] @ dist if dist is not None
                  else torch.zeros(len(cands)))  # (K,)
-        query_match = None
-        if query is not None:
-            text = await self._text(model)
-            vector = torch.tensor(query.vector)  # (E,)
-            if text is not None and text.shape[1] == len(vector):
-                query_match = text[cands] @ vector  # (K,)
-        if retrieved.state is None:
+        query_match = self._query_match(model, query, cands)  # (K,) or None
+        w = self.knobs.weights
+        if retrieved.state is None and query_match is None:
             score = (pop + 1.0) * (0.1 + match)
+        elif retrieved.state is None:
+            score = (w.popularity * zscore(pop, trained) + w.intent * zscore(match)
+                     + w.query * zscore(query_match))
         else:
-            score = self._fuse(model, retrieved, cands, match, pop, query_match)
+            score = self._fuse(model, retrieved, cands, scores, match, pop, query_match)
+        score = score + w.fresh * (~trained).float()
         top = torch.topk(score, min(n, len(cands)))
         picks = cands[top.indices]
         because = self._because(model, retrieved, picks)
@@ -117,6 +129,7 @@ class Ranking:
                 "item_id": item, "raw_item_id": model.raw_ids[item], "title": model.titles[item],
                 "genres": genres, "score": float(s),
                 "explanation": {
+                    "new": item > model.num_items,
                     "intent_match": float(match[top.indices[rank]]), "intent_genres": favoured,
                     "because_of": because[rank],
                     "because_of_titles": [model.titles[h] for h in because[rank]]}})
@@ -124,6 +137,49 @@ class Ranking:
         return Ranked(items=items, genres=model.genre_names,
                       intent=[] if dist is None else dist.tolist(),
                       latency_ms={"ranking": round(ms, 3)})
+
+    async def _grow(self, model: ServingModel, retrieved: Candidates) -> None:
+        """Serve the items Retrieval serves (added since training); without the store, what
+        this replica knows (candidates it cannot place are dropped)."""
+        if retrieved.catalogue_size > model.num_served or model.pending:
+            try:
+                await self.catalogue.sync(model, retrieved.catalogue_size)
+            except STORE_ERRORS:
+                pass
+        if max(retrieved.candidates) > model.num_served:
+            keep = [j for j, c in enumerate(retrieved.candidates) if c <= model.num_served]
+            retrieved.candidates = [retrieved.candidates[j] for j in keep]
+            retrieved.scores = [retrieved.scores[j] for j in keep]
+
+    @staticmethod
+    def _query_match(model: ServingModel, query: QueryIntent | None,
+                     cands: torch.Tensor) -> torch.Tensor | None:
+        """(K,) the query's LM similarity to each candidate's text; None without a query."""
+        text = model.lm_text  # (I+1, E)
+        if query is None or text is None or text.shape[1] != len(query.vector):
+            return None
+        return text[cands] @ torch.tensor(query.vector)
+
+    def _candidates(self, model: ServingModel, retrieved: Candidates,
+                    query: QueryIntent | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) Retrieval's candidates plus the query's closest texts, and their retrieval
+        scores (the user state . item vector for the query's; 0 on cold start)."""
+        cands = torch.tensor(retrieved.candidates)
+        scores = torch.tensor(retrieved.scores, dtype=torch.float)
+        text, top = model.lm_text, self.knobs.query_candidates
+        if query is None or not top or text is None or text.shape[1] != len(query.vector):
+            return cands, scores
+        sims = text @ torch.tensor(query.vector)  # (I+1,)
+        sims[0] = -torch.inf
+        sims[[*retrieved.candidates, *retrieved.items, *retrieved.exclude,
+              *model.pending]] = -torch.inf
+        found = sims.topk(min(top, len(sims) - 1))
+        extra = found.indices[torch.isfinite(found.values)]
+        if not len(extra):
+            return cands, scores
+        extra_scores = (model.item_vectors[extra] @ torch.tensor(retrieved.state)
+                        if retrieved.state is not None else torch.zeros(len(extra)))
+        return torch.cat([cands, extra]), torch.cat([scores, extra_scores])
 
     @staticmethod
     def _intent(retrieved: Candidates, query: QueryIntent | None) -> torch.Tensor | None:
@@ -138,13 +194,15 @@ class Ranking:
         return (1 - weight) * dist + weight * from_query
 
     def _fuse(self, model: ServingModel, retrieved: Candidates, cands: torch.Tensor,
-              match: torch.Tensor, pop: torch.Tensor, query_match: torch.Tensor | None):
+              scores: torch.Tensor, match: torch.Tensor, pop: torch.Tensor,
+              query_match: torch.Tensor | None):
         w = self.knobs.weights
         net = model.model
         state = torch.tensor(retrieved.state).expand(len(cands), -1)  # (K, D)
         vectors = model.item_vectors[cands]  # (K, D)
-        score = w.retrieval * zscore(torch.tensor(retrieved.scores))
-        score = score + w.intent * zscore(match) + w.popularity * zscore(pop)
+        score = w.retrieval * zscore(scores)
+        trained = cands <= model.num_items
+        score = score + w.intent * zscore(match) + w.popularity * zscore(pop, trained)
         if query_match is not None:
             score = score + w.query * zscore(query_match)
         if net.cfg.use_ratings:

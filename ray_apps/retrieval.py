@@ -10,7 +10,11 @@ later stages. The online store is read in a thread, within ``feature_timeout_s``
 down or hung, known users get that same fallback, flagged "feature store unavailable" and
 counted (``irec_feature_fallback_total``), and health reports "degraded" until a read works;
 for ``feature_retry_s`` after a failure, requests take the fallback without trying the store.
-History ids the model does not know (items newer than the model) are dropped and counted
+Items added after the model was trained (``POST /items``) are served from their text
+(``ray_apps.catalogue``): every batch asks the store how large the catalogue is and grows the
+model when it grew, so an added item is retrievable by the next request. In a history, such an
+item is excluded from the candidates but not fed to the sequence model, which has no id for it;
+history ids beyond the catalogue are dropped and counted
 (``irec_unknown_history_items_total``).
 The model's intent head reads the same state: its genre distribution (the catalogue's genre
 mix on cold start) travels with the candidates, for Ranking to blend with the query's intent.
@@ -31,6 +35,7 @@ from data.ingest import read_manifest
 from features.config import FeatureConfig
 from features.store import STORE_ERRORS, online_features, open_store
 from ray_apps.ann import ItemIndex, set_threads, top_k
+from ray_apps.catalogue import CatalogueView
 from ray_apps.config import Clock, RetrievalUserConfig
 from ray_apps.messages import Candidates, Query, bad
 from ray_apps.models import ModelCache, ServingModel, item_trends
@@ -46,6 +51,7 @@ class Retrieval:
         # view for every new object, which costs ~15 ms a read (0.9 ms with a reused one).
         self.service = self.store.get_feature_service("retrieval_v1")
         self.models = ModelCache(self.store)
+        self.catalogue = CatalogueView(self.store, features.data_dir)
         self.knobs: RetrievalUserConfig | None = None
         self.as_of: int | None = None  # the pinned serving clock; None = wall clock
         self.popularity: np.ndarray | None = None
@@ -96,21 +102,42 @@ class Retrieval:
         """"" when the last online read worked, else why it failed."""
         return self.store_error
 
+    def _store_skipped(self, count: int) -> bool:
+        """True (counted) while a store that just failed is given a rest."""
+        if self.store_error and time.monotonic() < self.store_retry_at:
+            self.fallbacks.inc(count, tags={"error": "skipped"})
+            return True
+        return False
+
+    def _store_failed(self, exc: BaseException, count: int) -> None:
+        kind = type(exc).__name__
+        self.store_error = f"{kind}: {exc}"[:300] if str(exc) else (
+            f"{kind} after feature_timeout_s={self.knobs.feature_timeout_s}s")
+        self.fallbacks.inc(count, tags={"error": kind})
+        self.store_retry_at = time.monotonic() + self.knobs.feature_retry_s
+
+    async def _grow(self, model: ServingModel, count: int) -> None:
+        """Serve the items added since the model was trained (a store read per batch)."""
+        if self._store_skipped(count):
+            return
+        try:
+            size = await asyncio.wait_for(asyncio.to_thread(self.catalogue.size),
+                                          self.knobs.feature_timeout_s)
+            await asyncio.wait_for(self.catalogue.sync(model, size),
+                                   self.knobs.feature_timeout_s)
+        except STORE_ERRORS as exc:  # serve the catalogue known so far
+            self._store_failed(exc, count)
+
     async def _read(self, users: list[dict], now: int) -> dict | None:
         """The users' features, or None (the error recorded and counted) within the timeout."""
-        if self.store_error and time.monotonic() < self.store_retry_at:
-            self.fallbacks.inc(len(users), tags={"error": "skipped"})
+        if self._store_skipped(len(users)):
             return None
         try:
             got = await asyncio.wait_for(asyncio.to_thread(
                 online_features, self.store, users, self.service, now),
                 self.knobs.feature_timeout_s)
         except STORE_ERRORS as exc:
-            kind = type(exc).__name__
-            self.store_error = f"{kind}: {exc}"[:300] if str(exc) else (
-                f"{kind} after feature_timeout_s={self.knobs.feature_timeout_s}s")
-            self.fallbacks.inc(len(users), tags={"error": kind})
-            self.store_retry_at = time.monotonic() + self.knobs.feature_retry_s
+            self._store_failed(exc, len(users))
             return None
         self.store_error = ""
         return got
@@ -123,11 +150,13 @@ class Retrieval:
         began = time.perf_counter()
         knobs = self.knobs
         model = await self.models.aget()
+        await self._grow(model, len(queries))
         now = self.as_of if self.as_of is not None else int(time.time())
         out: list[Candidates | None] = [self._check(q, model) for q in queries]
         users = [i for i, q in enumerate(queries) if out[i] is None and q.user_id is not None]
         feast_ms = 0.0
         histories: dict[int, tuple[list, list, list]] = {}
+        seen: dict[int, list[int]] = {}  # every history item, added ones too (excluded)
         if users:
             tick = time.perf_counter()
             got = await self._read([{"user_id": queries[i].user_id} for i in users], now)
@@ -137,36 +166,41 @@ class Retrieval:
                     out[i] = self._cold(queries[i], model, now,
                                         f"feature store unavailable ({self.store_error})")
                     continue
-                history = self._known(model, got["hist_item_ids"][row] or [],
-                                      got["hist_timestamps"][row] or [],
+                seen[i] = got["hist_item_ids"][row] or []
+                history = self._known(model, seen[i], got["hist_timestamps"][row] or [],
                                       got["hist_ratings"][row] or [])
                 out[i] = self._from_features(queries[i], got, row, model, now, history)
                 if out[i] is None:
                     histories[i] = history
         for i, q in enumerate(queries):
             if out[i] is None and q.user_id is None:
-                histories[i] = (q.items, q.stamps, q.ratings)
+                seen[i] = q.items
+                histories[i] = self._known(model, q.items, q.stamps, q.ratings)
+                if not histories[i][0]:
+                    out[i] = self._cold(q, model, now, "no history the model knows")
+                    del histories[i]
         if histories:
-            self._score(queries, histories, out, model, knobs, now)
+            self._score(queries, histories, seen, out, model, knobs, now)
         ms = (time.perf_counter() - began) * 1000
         for c in out:
+            c.catalogue_size = model.num_served
             c.latency_ms.update(feast=round(feast_ms, 3), retrieval=round(ms, 3))
         return out
 
     def _check(self, q: Query, model: ServingModel) -> Candidates | None:
         for i, item in enumerate(q.items):
-            if item > model.num_items:
+            if item > model.num_served:
                 return bad(model.tag, f"history.{i}.item_id",
-                           f"unknown item {item} (ids run 1..{model.num_items})")
+                           f"unknown item {item} (ids run 1..{model.num_served})")
         top = model.model.cfg.rating_max
         for i, rating in enumerate(q.ratings):
             if rating is not None and rating > top:
                 return bad(model.tag, f"history.{i}.rating",
                            f"rating {rating:g} above the model's scale (0..{top:g})")
         for i, item in enumerate(q.exclude):
-            if item > model.num_items:
+            if item > model.num_served:
                 return bad(model.tag, f"exclude.{i}",
-                           f"unknown item {item} (ids run 1..{model.num_items})")
+                           f"unknown item {item} (ids run 1..{model.num_served})")
         return None
 
     def _known(self, model: ServingModel, ids: list, stamps: list,
@@ -193,16 +227,21 @@ class Retrieval:
         return None
 
     def _cold(self, q: Query, model: ServingModel, now: int, reason: str) -> Candidates:
-        scores = self.popularity.copy()
-        scores[q.exclude] = -np.inf
+        scores = np.zeros(model.num_served + 1)  # added items: no events yet
+        known = min(len(self.popularity), len(scores))
+        scores[:known] = self.popularity[:known]
+        scores[[*q.exclude, *model.pending]] = -np.inf
         top = np.argsort(-scores, kind="stable")[: self.knobs.k]
+        newest = [i for i in range(model.num_served, model.num_items, -1)
+                  if np.isfinite(scores[i])][: self.knobs.fresh_candidates]
+        top = np.concatenate([top, np.setdiff1d(newest, top)]).astype(int)  # a fresh slot
         top = top[np.isfinite(scores[top])]
         return Candidates(model=model.tag, cold_start=True, cold_start_reason=reason, as_of=now,
                           candidates=top.tolist(), scores=scores[top].tolist(),
                           intent=model.genre_mix.tolist(), exclude=q.exclude)
 
-    def _score(self, queries: list[Query], histories: dict, out: list, model: ServingModel,
-               knobs: RetrievalUserConfig, now: int) -> None:
+    def _score(self, queries: list[Query], histories: dict, seen: dict, out: list,
+               model: ServingModel, knobs: RetrievalUserConfig, now: int) -> None:
         order = sorted(histories)
         length = model.model.cfg.max_len
         batch = len(order)
@@ -223,15 +262,40 @@ class Retrieval:
             # the index exists once the model is big enough; a model still loading scores exactly
             index = (model.derived.get("ann_index") if model.num_items >= knobs.ann_min_items
                      else None)
-            drops = [set(histories[i][0]) | set(queries[i].exclude) for i in order]
+            drops = [set(seen[i]) | set(queries[i].exclude) | model.pending for i in order]
             found = top_k(state, model.item_vectors, drops, knobs.k, index, knobs.ann_nprobe)
+            fresh = self._fresh(model, state, drops, knobs.fresh_candidates)
         for b, i in enumerate(order):
             ids, ts, rs = histories[i]
             candidates, scores = found[b]
+            for item, score in fresh[b]:
+                if item not in candidates:
+                    candidates, scores = [*candidates, item], [*scores, score]
             out[i] = Candidates(
                 model=model.tag, state=state[b].tolist(), items=list(ids), stamps=list(ts),
                 ratings=list(rs), as_of=now, candidates=candidates, scores=scores,
-                intent=intent[b].tolist(), exclude=queries[i].exclude)
+                intent=intent[b].tolist(),
+                exclude=[*queries[i].exclude, *(x for x in seen[i] if x > model.num_items)])
+
+
+    @staticmethod
+    def _fresh(model: ServingModel, state: torch.Tensor, drops: list[set[int]],
+               count: int) -> list[list[tuple[int, float]]]:
+        """Per state, the ``count`` best-scoring items added since training (none dropped):
+        with no interactions yet, they rarely win a place among the model's top K."""
+        added = torch.arange(model.num_items + 1, model.num_served + 1)  # (A,)
+        if not len(added) or not count:
+            return [[] for _ in drops]
+        scores = state @ model.item_vectors[added].T  # (B, A)
+        out = []
+        for b, drop in enumerate(drops):
+            row = scores[b].clone()
+            row[[j for j, item in enumerate(added.tolist()) if item in drop]] = -torch.inf
+            top = torch.topk(row, min(count, len(added)))
+            out.append([(int(added[j]), float(v)) for v, j in zip(top.values, top.indices,
+                                                                   strict=True)
+                        if torch.isfinite(v)])
+        return out
 
 
 def known_history(num_items: int, ids: list, stamps: list,

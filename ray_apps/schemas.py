@@ -23,6 +23,7 @@ MAX_EXCLUDE = 1000
 MAX_QUERY_CHARS = 500
 MAX_BODY_BYTES = 256 * 1024
 MAX_EVENTS = 500  # events per POST /events (or LogEvents) batch
+MAX_ITEMS = 100  # items per POST /items batch
 EVENT_ID = r"^[A-Za-z0-9_.:@/-]{1,128}$"
 
 
@@ -65,6 +66,8 @@ class Explanation(BaseModel):
     intent_genres: list[str] = Field(..., description="The item's genres the intent favours")
     because_of: list[int] = Field(..., description="History items most like this one")
     because_of_titles: list[str]
+    new: bool = Field(False, description="Added after the model was trained (POST /items): "
+                                         "placed by its text, before any retraining")
 
 
 class ScoredItem(BaseModel):
@@ -118,6 +121,39 @@ class EventsRequest(BaseModel):
 class EventsResponse(BaseModel):
     accepted: list[str] = Field(..., description="Event ids applied by this call")
     duplicates: list[str] = Field(..., description="Event ids applied before (nothing done)")
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class ItemIn(BaseModel):
+    """A catalogue item to add: the client's id, and what the LM reads of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw_item_id: str = Field(..., pattern=EVENT_ID,
+                             description="Your id of the item; adding it again is the same item")
+    title: str = Field(..., min_length=1, max_length=500)
+    genres: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="Genres (the dataset's names count)")
+    year: int | None = Field(None, ge=0, le=9999)
+    text: str = Field("", max_length=5000, description="Free text: plot, description...")
+
+
+class ItemsRequest(BaseModel):
+    """Items to add, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(..., min_length=1, max_length=MAX_ITEMS)
+
+
+class AddedItem(BaseModel):
+    raw_item_id: str
+    item_id: int = Field(..., description="The normalised id: events and requests use it")
+    new: bool = Field(..., description="True: added by this call; False: known before")
+
+
+class ItemsResponse(BaseModel):
+    items: list[AddedItem]
     latency_ms: dict[str, float] = Field(default_factory=dict)
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17serving/recommend.proto\x12\x07irec.v1\"R\n\x0cHistoryEvent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x13\n\x06rating\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_rating\"\x92\x01\n\x10RecommendRequest\x12\x14\n\x07user_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12&\n\x07history\x18\x02 \x03(\x0b\x32\x15.irec.v1.HistoryEvent\x12\r\n\x05query\x18\x03 \x01(\t\x12\x0e\n\x01n\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x0f\n\x07\x65xclude\x18\x05 \x03(\x03\x42\n\n\x08_user_idB\x04\n\x02_n\"i\n\x0b\x45xplanation\x12\x14\n\x0cintent_match\x18\x01 \x01(\x01\x12\x15\n\rintent_genres\x18\x02 \x03(\t\x12\x12\n\nbecause_of\x18\x03 \x03(\x03\x12\x19\n\x11\x62\x65\x63\x61use_of_titles\x18\x04 \x03(\t\"\x8b\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0braw_item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12)\n\x0b\x65xplanation\x18\x06 \x01(\x0b\x32\x14.irec.v1.Explanation\"\xe1\x02\n\x11RecommendResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.irec.v1.ScoredItem\x12\x36\n\x06intent\x18\x02 \x03(\x0b\x32&.irec.v1.RecommendResponse.IntentEntry\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x19\n\x11\x63old_start_reason\x18\x05 \x01(\t\x12=\n\nlatency_ms\x18\x06 \x03(\x0b\x32).irec.v1.RecommendResponse.LatencyMsEntry\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x1a-\n\x0bIntentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa3\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x0f\n\x07item_id\x18\x03 \x01(\x03\x12\x16\n\ttimestamp\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x06rating\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x0c\n\n_timestampB\t\n\x07_rating\"/\n\rEventsRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.irec.v1.Event\"\xa4\x01\n\x0e\x45ventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\t\x12\x12\n\nduplicates\x18\x02 \x03(\t\x12:\n\nlatency_ms\x18\x03 \x03(\x0b\x32&.irec.v1.EventsResponse.LatencyMsEntry\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0f\n\rHealthRequest\"/\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t2\xca\x01\n\x0bRecommender\x12\x42\n\tRecommend\x12\x19.irec.v1.RecommendRequest\x1a\x1a.irec.v1.RecommendResponse\x12\x39\n\x06Health\x12\x16.irec.v1.HealthRequest\x1a\x17.irec.v1.HealthResponse\x12<\n\tLogEvents\x12\x16.irec.v1.EventsRequest\x1a\x17.irec.v1.EventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17serving/recommend.proto\x12\x07irec.v1\"R\n\x0cHistoryEvent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x13\n\x06rating\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_rating\"\x92\x01\n\x10RecommendRequest\x12\x14\n\x07user_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12&\n\x07history\x18\x02 \x03(\x0b\x32\x15.irec.v1.HistoryEvent\x12\r\n\x05query\x18\x03 \x01(\t\x12\x0e\n\x01n\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x0f\n\x07\x65xclude\x18\x05 \x03(\x03\x42\n\n\x08_user_idB\x04\n\x02_n\"v\n\x0b\x45xplanation\x12\x14\n\x0cintent_match\x18\x01 \x01(\x01\x12\x15\n\rintent_genres\x18\x02 \x03(\t\x12\x12\n\nbecause_of\x18\x03 \x03(\x03\x12\x19\n\x11\x62\x65\x63\x61use_of_titles\x18\x04 \x03(\t\x12\x0b\n\x03new\x18\x05 \x01(\x08\"\x8b\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0braw_item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12)\n\x0b\x65xplanation\x18\x06 \x01(\x0b\x32\x14.irec.v1.Explanation\"\xe1\x02\n\x11RecommendResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.irec.v1.ScoredItem\x12\x36\n\x06intent\x18\x02 \x03(\x0b\x32&.irec.v1.RecommendResponse.IntentEntry\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x19\n\x11\x63old_start_reason\x18\x05 \x01(\t\x12=\n\nlatency_ms\x18\x06 \x03(\x0b\x32).irec.v1.RecommendResponse.LatencyMsEntry\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x1a-\n\x0bIntentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa3\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x0f\n\x07item_id\x18\x03 \x01(\x03\x12\x16\n\ttimestamp\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x06rating\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x0c\n\n_timestampB\t\n\x07_rating\"/\n\rEventsRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.irec.v1.Event\"\xa4\x01\n\x0e\x45ventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\t\x12\x12\n\nduplicates\x18\x02 \x03(\t\x12:\n\nlatency_ms\x18\x03 \x03(\x0b\x32&.irec.v1.EventsResponse.LatencyMsEntry\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0f\n\rHealthRequest\"/\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t2\xca\x01\n\x0bRecommender\x12\x42\n\tRecommend\x12\x19.irec.v1.RecommendRequest\x1a\x1a.irec.v1.RecommendResponse\x12\x39\n\x06Health\x12\x16.irec.v1.HealthRequest\x1a\x17.irec.v1.HealthResponse\x12<\n\tLogEvents\x12\x16.irec.v1.EventsRequest\x1a\x17.irec.v1.EventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,27 +42,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_start=121
   _globals['_RECOMMENDREQUEST']._serialized_end=267
   _globals['_EXPLANATION']._serialized_start=269
-  _globals['_EXPLANATION']._serialized_end=374
-  _globals['_SCOREDITEM']._serialized_start=377
-  _globals['_SCOREDITEM']._serialized_end=516
-  _globals['_RECOMMENDRESPONSE']._serialized_start=519
-  _globals['_RECOMMENDRESPONSE']._serialized_end=872
-  _globals['_RECOMMENDRESPONSE_INTENTENTRY']._serialized_start=777
-  _globals['_RECOMMENDRESPONSE_INTENTENTRY']._serialized_end=822
-  _globals['_RECOMMENDRESPONSE_LATENCYMSENTRY']._serialized_start=824
-  _globals['_RECOMMENDRESPONSE_LATENCYMSENTRY']._serialized_end=872
-  _globals['_EVENT']._serialized_start=875
-  _globals['_EVENT']._serialized_end=1038
-  _globals['_EVENTSREQUEST']._serialized_start=1040
-  _globals['_EVENTSREQUEST']._serialized_end=1087
-  _globals['_EVENTSRESPONSE']._serialized_start=1090
-  _globals['_EVENTSRESPONSE']._serialized_end=1254
-  _globals['_EVENTSRESPONSE_LATENCYMSENTRY']._serialized_start=824
-  _globals['_EVENTSRESPONSE_LATENCYMSENTRY']._serialized_end=872
-  _globals['_HEALTHREQUEST']._serialized_start=1256
-  _globals['_HEALTHREQUEST']._serialized_end=1271
-  _globals['_HEALTHRESPONSE']._serialized_start=1273
-  _globals['_HEALTHRESPONSE']._serialized_end=1320
-  _globals['_RECOMMENDER']._serialized_start=1323
-  _globals['_RECOMMENDER']._serialized_end=1525
+  _globals['_EXPLANATION']._serialized_end=387
+  _globals['_SCOREDITEM']._serialized_start=390
+  _globals['_SCOREDITEM']._serialized_end=529
+  _globals['_RECOMMENDRESPONSE']._serialized_start=532
+  _globals['_RECOMMENDRESPONSE']._serialized_end=885
+  _globals['_RECOMMENDRESPONSE_INTENTENTRY']._serialized_start=790
+  _globals['_RECOMMENDRESPONSE_INTENTENTRY']._serialized_end=835
+  _globals['_RECOMMENDRESPONSE_LATENCYMSENTRY']._serialized_start=837
+  _globals['_RECOMMENDRESPONSE_LATENCYMSENTRY']._serialized_end=885
+  _globals['_EVENT']._serialized_start=888
+  _globals['_EVENT']._serialized_end=1051
+  _globals['_EVENTSREQUEST']._serialized_start=1053
+  _globals['_EVENTSREQUEST']._serialized_end=1100
+  _globals['_EVENTSRESPONSE']._serialized_start=1103
+  _globals['_EVENTSRESPONSE']._serialized_end=1267
+  _globals['_EVENTSRESPONSE_LATENCYMSENTRY']._serialized_start=837
+  _globals['_EVENTSRESPONSE_LATENCYMSENTRY']._serialized_end=885
+  _globals['_HEALTHREQUEST']._serialized_start=1269
+  _globals['_HEALTHREQUEST']._serialized_end=1284
+  _globals['_HEALTHRESPONSE']._serialized_start=1286
+  _globals['_HEALTHRESPONSE']._serialized_end=1333
+  _globals['_RECOMMENDER']._serialized_start=1336
+  _globals['_RECOMMENDER']._serialized_end=1538
 # @@protoc_insertion_point(module_scope)

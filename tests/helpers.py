@@ -8,12 +8,14 @@ the ``training`` package).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -121,3 +123,18 @@ def replica_pids(app: str, stage: str) -> list[int]:
         except (OSError, ValueError):  # not a process, or it exited meanwhile
             continue
     return found
+
+
+@contextmanager
+def redis_env(connection: str | None):
+    """REDIS_CONNECTION_STRING set to ``connection`` (unchanged when None) inside."""
+    previous = os.environ.get("REDIS_CONNECTION_STRING")
+    if connection is not None:
+        os.environ["REDIS_CONNECTION_STRING"] = connection
+    try:
+        yield
+    finally:
+        if connection is not None:
+            os.environ.pop("REDIS_CONNECTION_STRING")
+            if previous is not None:
+                os.environ["REDIS_CONNECTION_STRING"] = previous

@@ -1,5 +1,6 @@
 """Live events on Kubernetes (render-only, every values case): the RayService serves the events
-path, and the serving pods append the event log to the features volume, read-only otherwise."""
+path, and the serving pods append the live logs (events, exposures, added items) to the
+features volume, read-only otherwise."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import pytest
 import yaml
 from chart_cases import CASES, one
 
-from data.event_log import EVENT_LOG_DIR
+from data.catalogue_log import CATALOGUE_LOG_DIR
+from data.event_log import EVENT_LOG_DIR, EXPOSURE_LOG_DIR
 from irec.k8s.pods import pod_templates
 from ray_apps.config import STAGES, EventsUserConfig
+
+LOGS = (EVENT_LOG_DIR, EXPOSURE_LOG_DIR, CATALOGUE_LOG_DIR)
 
 
 def _serve_app(objects: list[dict]) -> dict:
@@ -31,9 +35,8 @@ def test_the_rayservice_serves_the_events_deployment(case, rendered):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_serving_pods_write_the_event_log_and_nothing_else_of_the_features(case, rendered):
-    log_dir = posixpath.join(_platform(rendered[case])["features"]["repo_path"], "data",
-                             EVENT_LOG_DIR)
+def test_serving_pods_write_the_live_logs_and_nothing_else_of_the_features(case, rendered):
+    data_dir = posixpath.join(_platform(rendered[case])["features"]["repo_path"], "data")
     service = one(rendered[case], "RayService")
     templates = list(pod_templates(service))
     assert templates
@@ -43,18 +46,19 @@ def test_serving_pods_write_the_event_log_and_nothing_else_of_the_features(case,
         features = next(m for m in mounts.values() if m["name"] == "features"
                         and "subPath" not in m)
         assert features["readOnly"] is True, where
-        log = mounts[log_dir]
-        assert (log["name"], log["subPath"]) == ("features", f"data/{EVENT_LOG_DIR}"), where
-        assert not log.get("readOnly", False), where
-        assert log_dir.startswith(features["mountPath"] + "/"), where
+        for name in LOGS:
+            log = mounts[posixpath.join(data_dir, name)]
+            assert (log["name"], log["subPath"]) == ("features", f"data/{name}"), where
+            assert not log.get("readOnly", False), where
+            assert data_dir.startswith(features["mountPath"] + "/"), where
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_only_serving_pods_get_the_event_log_mount(case, rendered):
+def test_only_serving_pods_get_the_live_log_mounts(case, rendered):
     for obj in rendered[case]:
         if obj["kind"] == "RayService":
             continue
         for where, template in pod_templates(obj):
             for container in template["spec"].get("containers", []):
                 subpaths = [m.get("subPath") for m in container.get("volumeMounts", [])]
-                assert f"data/{EVENT_LOG_DIR}" not in subpaths, where
+                assert not {f"data/{name}" for name in LOGS} & set(subpaths), where

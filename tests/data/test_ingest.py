@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from data import IngestError, ingest, movielens
+from data.catalogue_log import CatalogueLog, NewItem
 from data.config import IngestConfig
 
 QUIET = {"log": lambda _: None}
@@ -245,3 +246,29 @@ def test_ids_are_stable_across_reingests_and_new_ones_come_after(tmp_path):
     assert not fresh.skipped
     renumbered = pd.read_parquet(out / "items.parquet")
     assert renumbered.set_index("raw_item_id").item_id.to_dict() == {"a": 1, "c": 2, "e": 3}
+
+
+def test_items_added_at_run_time_join_the_catalogue_with_their_ids(tmp_path):
+    """The catalogue log's items are folded into items.parquet with the ids they were given;
+    a new log file makes a re-ingest of the same input do work, and dataset ids come after."""
+    config = _generic(tmp_path, HEADER + "u1,b,4,100\nu2,c,5,200\n",
+                      "item_id,title\nb,Bee\nc,Sea\n")
+    out = tmp_path / "out"
+    ingest(config, out, **QUIET)
+    CatalogueLog.of(out).append([NewItem(item_id=3, raw_item_id="opera", title="Starfall",
+                                         text="A space opera", timestamp=300.0)])
+    again = ingest(config, out, **QUIET)
+    assert not again.skipped  # the log grew: the catalogue is stale
+    items = pd.read_parquet(out / "items.parquet").set_index("raw_item_id")
+    assert items.item_id.to_dict() == {"b": 1, "c": 2, "opera": 3}
+    assert (items.loc["opera", "title"], items.loc["opera", "text"]) == ("Starfall",
+                                                                          "A space opera")
+    assert ingest(config, out, **QUIET).skipped  # nothing new since
+
+    grown = _generic(tmp_path, HEADER + "u1,b,4,100\nu2,d,5,200\nu3,opera,3,400\n",
+                     "item_id,title\nb,Bee\nd,Dee\nopera,Starfall (the dataset's title)\n")
+    ingest(grown, out, **QUIET)
+    items = pd.read_parquet(out / "items.parquet").set_index("raw_item_id")
+    assert items.item_id.to_dict() == {"b": 1, "c": 2, "opera": 3, "d": 4}
+    events = pd.read_parquet(out / "events.parquet")
+    assert 3 in set(events.item_id)  # the dataset's events name the added item by its id

@@ -9,11 +9,9 @@ time, and the counts equal the distinct events.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import shutil
 import threading
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -23,7 +21,7 @@ from data.event_log import Event, EventLog, logged_events
 from features.build import build
 from features.live import LiveUpdates
 from features.store import apply, online_features, open_store, training_set
-from tests.helpers import RedisProcess
+from tests.helpers import RedisProcess, redis_env
 
 N = 20  # history length the writers keep: small, so the oracle's users overflow it
 USER_REFS = ["user_history:hist_item_ids", "user_history:hist_ratings",
@@ -31,20 +29,6 @@ USER_REFS = ["user_history:hist_item_ids", "user_history:hist_ratings",
              "user_stats:user_mean_rating", "user_stats:user_last_event_ts"]
 ITEM_REFS = ["item_stats:item_event_count", "item_stats:item_popularity_window"]
 VIEWS = ["user_history", "user_stats", "item_stats"]
-
-
-@contextmanager
-def _redis_env(connection: str | None):
-    previous = os.environ.get("REDIS_CONNECTION_STRING")
-    if connection is not None:
-        os.environ["REDIS_CONNECTION_STRING"] = connection
-    try:
-        yield
-    finally:
-        if connection is not None:
-            os.environ.pop("REDIS_CONNECTION_STRING")
-            if previous is not None:
-                os.environ["REDIS_CONNECTION_STRING"] = previous
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -64,7 +48,7 @@ def live(request, ml100k_workspace, tmp_path_factory):
         server = RedisProcess(tmp_path_factory.mktemp("live-redis"))
         server.start()
     connection = server.connection if server else None
-    with _redis_env(connection):
+    with redis_env(connection):
         store = open_store(cfg)
         apply(store, log=lambda _: None)
         store.materialize(datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC),
@@ -75,12 +59,12 @@ def live(request, ml100k_workspace, tmp_path_factory):
 
 
 def _writer(cfg, connection):
-    with _redis_env(connection):
+    with redis_env(connection):
         return LiveUpdates(open_store(cfg), history_length=N)
 
 
 def _read_users(cfg, connection, users) -> dict:
-    with _redis_env(connection):
+    with redis_env(connection):
         return online_features(open_store(cfg), [{"user_id": u} for u in users], USER_REFS)
 
 
@@ -148,7 +132,7 @@ def test_concurrent_clients_lose_nothing_and_keep_time_order(live):
 
 
 def online_features_items(cfg, connection, items) -> dict[int, int]:
-    with _redis_env(connection):
+    with redis_env(connection):
         got = online_features(open_store(cfg), [{"item_id": i} for i in items], ITEM_REFS)
     return {i: got["item_event_count"][k] or 0 for k, i in enumerate(items)}
 
@@ -200,7 +184,7 @@ def test_materialize_of_older_batch_rows_keeps_live_rows(live):
     writer = _writer(cfg, connection)
     now = int(datetime.now(UTC).timestamp())
     writer.apply([Event("fresh-1", user, 99, now - 5, 4.0)])
-    with _redis_env(connection):
+    with redis_env(connection):
         store = open_store(cfg)
         store.materialize(datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC),
                           feature_views=VIEWS)
@@ -226,7 +210,7 @@ def test_the_next_build_and_training_set_include_logged_events(live):
     summary = build(cfg, log=lambda _: None)
     assert summary["logged_events"] >= 3
     assert {e.event_id for e in events} <= set(logged_events(cfg.data_dir).event_id)
-    with _redis_env(connection):
+    with redis_env(connection):
         store = open_store(cfg)
         rows = training_set(store, pd.DataFrame({
             "user_id": [user, user],

@@ -94,7 +94,7 @@ training:
     ranking = by_name["Ranking"]
     assert ranking["user_config"]["weights"] == {
         "retrieval": 1.0, "rating": 0.3, "like": 0.0, "intent": 0.5, "query": 0.5,
-        "popularity": 0.4}
+        "popularity": 0.4, "fresh": 1.0}
     assert ranking["user_config"]["explain_top"] == 0
     assert {k: ranking[k] for k in ("num_replicas", "max_ongoing_requests",
                                     "max_queued_requests")} == {

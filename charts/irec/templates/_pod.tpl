@@ -144,15 +144,18 @@ models: the BentoML store PVC, or an emptyDir the import-model init container fi
 {{- end -}}
 
 {{/*
-The event log (data/event_log.py) on the features volume, writable, over the serving pods'
-read-only features mount: the Events replicas append to it and change nothing else there
-(their online writes go to Redis).
+The live logs on the features volume, writable, over the serving pods' read-only features
+mount: the Events replicas append events (data/event_log.py), exposures (the same module) and
+added items (data/catalogue_log.py) and change nothing else there (their online writes go to
+Redis).
 */}}
-{{- define "irec.eventLogMount" -}}
+{{- define "irec.liveLogMounts" -}}
 {{- $paths := fromYaml (include "irec.mountPaths" .) -}}
+{{- range list "event_log" "exposure_log" "catalogue_log" }}
 - name: features
-  mountPath: {{ $paths.features }}/data/event_log
-  subPath: data/event_log
+  mountPath: {{ $paths.features }}/data/{{ . }}
+  subPath: data/{{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Init container importing serving.modelTag from the object store into the models emptyDir. */}}

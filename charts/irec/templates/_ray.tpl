@@ -61,7 +61,7 @@ spec:
       volumeMounts:
         {{- include "irec.volumeMounts" (dict "ctx" $ctx "ray" true "models" true "readOnlyData" $serving) | nindent 8 }}
         {{- if $serving }}
-        {{- include "irec.eventLogMount" $ctx | nindent 8 }}
+        {{- include "irec.liveLogMounts" $ctx | nindent 8 }}
         {{- end }}
         {{- if $tokens }}
         {{- include "irec.apiTokensMount" $ctx | nindent 8 }}
