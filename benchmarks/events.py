@@ -13,7 +13,10 @@ free port. For each, the app (the champion, one replica per stage) is deployed a
    the post to the answer without it, p50/p99;
 3. the same batches from one client (latency without queueing), and plain ``/recommend``
    p50/p99, one client, in the same run;
-4. the oracle: events acknowledged = events in the offline log = events counted online.
+4. the oracle: events acknowledged = events in the offline log = events counted online;
+5. new items: ``--items`` times, ``POST /items`` one new item (title and text), then ask
+   ``/recommend`` (a known user, the item's text as the query, n=50) until it is there; the
+   add's latency and the time from the add to the answer with it, p50/p99.
 
 Goals (issue 13): >= 500 events/s, batch p99 <= 50 ms, event-to-visible p99 <= 50 ms.
 """
@@ -69,11 +72,16 @@ class Api:
         reply.raise_for_status()
         return reply.json()
 
-    def recommend(self, user: int, n: int = 10) -> list[int]:
-        reply = self._session().post(f"{self.url}/recommend", json={"user_id": user, "n": n},
-                                     timeout=60)
+    def recommend(self, user: int, n: int = 10, query: str = "") -> list[int]:
+        reply = self._session().post(f"{self.url}/recommend", json={
+            "user_id": user, "n": n, "query": query}, timeout=60)
         reply.raise_for_status()
         return [i["item_id"] for i in reply.json()["items"]]
+
+    def add_item(self, item: dict) -> int:
+        reply = self._session().post(f"{self.url}/items", json={"items": [item]}, timeout=60)
+        reply.raise_for_status()
+        return reply.json()["items"][0]["item_id"]
 
 
 def workspace(cfg: PlatformConfig, online: str, root: Path) -> PlatformConfig:
@@ -164,13 +172,25 @@ def measure(cfg: PlatformConfig, token: str, options: argparse.Namespace, echo) 
         api.recommend(users[k % len(users)])
         plain_ms.append((time.perf_counter() - tick) * 1000)
 
+    add_ms, served_ms = [], []
+    for k in range(options.items):
+        text = f"A space opera, part {k}, about rebels fighting a galactic empire."
+        tick = time.perf_counter()
+        item = api.add_item({"raw_item_id": f"bench-item-{k}", "title": f"Starfall {k}",
+                             "text": text})
+        add_ms.append((time.perf_counter() - tick) * 1000)
+        while item not in api.recommend(users[k % len(users)], n=50, query=text):
+            pass
+        served_ms.append((time.perf_counter() - tick) * 1000)
+
     logged = EventLog.of(cfg.features.data_dir).read()
     after = online_features(store, [{"user_id": u} for u in users],
                             ["user_stats:user_event_count"])["user_event_count"]
     online = int(sum((a or 0) - (b or 0) for a, b in zip(after, before, strict=True)))
     return {"store": cfg.features.online_store, "events/s": len(batch_ms) * options.batch
             / elapsed, "batch": pct(batch_ms), "single": pct(single_ms), "visible": pct(visible_ms),
-            "plain": pct(plain_ms), "sent": len(acked),
+            "plain": pct(plain_ms), "add": pct(add_ms), "served": pct(served_ms),
+            "sent": len(acked),
             "logged": int(logged.event_id.isin(set(acked)).sum()), "online": online}
 
 
@@ -181,6 +201,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--items", type=int, default=20, help="New items added and found.")
     parser.add_argument("--verbose", action="store_true", help="Library logs here, not a file.")
     options = parser.parse_args()
     with session("events", options.verbose) as console:
@@ -219,13 +240,14 @@ def run(options: argparse.Namespace, echo) -> None:
         redis.close()
         shutil.rmtree(root, ignore_errors=True)
     echo(f"\n{options.clients} clients x batches of {options.batch}, {options.seconds:.0f}s; "
-         f"{options.probes} probes; p50 / p99 in ms")
+         f"{options.probes} probes, {options.items} new items; p50 / p99 in ms")
     echo(f"{'store':<7} {'events/s':>9} {'batch x4':>14} {'batch x1':>12} "
-         f"{'event->visible':>15} {'/recommend':>12} {'sent':>6} {'log':>6} {'online':>6}")
+         f"{'event->visible':>15} {'/recommend':>12} {'POST /items':>13} {'item->served':>14} "
+         f"{'sent':>6} {'log':>6} {'online':>6}")
     for r in results:
         echo(f"{r['store']:<7} {r['events/s']:>9.0f} {r['batch']:>14} {r['single']:>12} "
-             f"{r['visible']:>15} {r['plain']:>12} {r['sent']:>6} {r['logged']:>6} "
-             f"{r['online']:>6}")
+             f"{r['visible']:>15} {r['plain']:>12} {r['add']:>13} {r['served']:>14} "
+             f"{r['sent']:>6} {r['logged']:>6} {r['online']:>6}")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ def add_cmd(
     file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False,
                                        help="CSV or parquet of items.")],
     url: Annotated[str, typer.Option(help="HTTP endpoint.")] = "http://127.0.0.1:8000",
+    grpc_target: Annotated[str | None, typer.Option(
+        "--grpc", help="Use gRPC at this host:port instead of HTTP.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100)] = 100,
     retries: Annotated[int, typer.Option(min=0, help="Tries again per batch on 503, "
                                                       "timeouts and lost connections.")] = 5,
@@ -155,7 +157,7 @@ def add_cmd(
 ) -> None:
     """Add catalogue items to the running app (served from their text at once); prints the
     id each got."""
-    from ray_apps.client import HTTPClient
+    from ray_apps.client import GRPCClient, HTTPClient
     from ray_apps.schemas import ItemsRequest
     from serving.auth import client_token
 
@@ -164,11 +166,12 @@ def add_cmd(
     except (ValueError, OSError) as exc:
         fail(str(exc))
     token = token or client_token(_config(config, None).serving.auth, "write")
-    client = HTTPClient(url, token=token)
+    client = (GRPCClient(grpc_target, token=token) if grpc_target
+              else HTTPClient(url, token=token))
     began = time.perf_counter()
     answers = send_batches(items, batch_size, retries,
                            lambda batch: client.add_items(ItemsRequest(items=batch)),
-                           "items", url)
+                           "items", grpc_target or url)
     added = [i for a in answers for i in a.items]
     for item in added:
         typer.echo(f"{item.raw_item_id}\t{item.item_id}\t{'new' if item.new else 'known'}")

@@ -202,19 +202,33 @@ def retrain_status(name: Annotated[str | None, typer.Argument(
         typer.echo(f"no retraining runs of release {release!r} in {namespace!r}")
 
 
-def rollout(model_tag: Annotated[str, typer.Option(
-                help="BentoML tag (interest:<version>) or 'champion'.")],
+def rollout(model_tag: Annotated[str | None, typer.Option(
+                help="BentoML tag (interest:<version>) or 'champion'.")] = None,
+            local: Annotated[bool, typer.Option(
+                "--local", help="Roll the Serve app of the local Ray cluster (`irec serve`), "
+                                "not the RayService.")] = False,
+            undo: Annotated[bool, typer.Option(
+                "--undo", help="With --local: back to the version served before the last "
+                               "rollout.")] = False,
             profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
             release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
             app: Annotated[str, typer.Option(help="Serve application name.")] = "irec",
             timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600,
             poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 5,
             context: ContextOpt = None, dry_run: DryRunOpt = False) -> None:
-    """Point the serving stages at a model tag (RayService user_config) and wait for RUNNING.
+    """Point the serving stages at a model tag and wait for RUNNING.
 
     Only the stages' ``user_config`` changes, so replicas reconfigure in place (no restart,
-    no lost request). With --dry-run: the chart's RayService with the new tag.
+    no lost request). --local resolves 'champion' to a concrete tag, verifies the model against
+    the app's feature store before touching the app, and puts the previous version back if
+    the app does not run the new one in time (ray_apps/rollout.py). With --dry-run: the
+    chart's RayService with the new tag.
     """
+    if local:
+        _rollout_local(model_tag, undo, app, timeout)
+        return
+    if undo or model_tag is None:
+        fail("give --model-tag (--undo needs --local)")
     from irec.k8s.cluster import ClusterError
     from irec.k8s.cluster import rollout as roll
     from irec.k8s.ops import deploy_objects, rolled_out
@@ -242,6 +256,25 @@ def rollout(model_tag: Annotated[str, typer.Option(
     except (ClusterError, KeyError) as exc:
         fail(str(exc))
     _log(f"rollout: RayService/{name} runs {model_tag}")
+
+
+def _rollout_local(model_tag: str | None, undo: bool, app: str, timeout: float) -> None:
+    import ray
+
+    from ray_apps import rollout as local
+
+    if undo == (model_tag is not None):
+        fail("give exactly one of --model-tag or --undo")
+    ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False,
+             configure_logging=False)
+    _log(f"rollout: {app} on the local Ray cluster -> {model_tag or 'the previous version'}")
+    try:
+        rolled = (local.undo(app, timeout) if undo else
+                  local.rollout(model_tag, app, timeout))
+    except (local.RolloutRefused, local.RolloutFailed) as exc:
+        fail(f"rollout: {exc}")
+    _log(f"rollout: {app} runs {rolled.current} (was {rolled.previous}; "
+         f"{rolled.seconds:.0f}s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ the args into ``AppArgs``.)
 
 import time
 
+import bentoml
 from ray import serve
 from ray.serve._private.build_app import build_app as build_deployments
 from ray.serve.config import gRPCOptions
@@ -122,12 +123,21 @@ def preflight(args: AppArgs) -> str:
     return packaged.tag
 
 
+def pinned(args: AppArgs) -> AppArgs:
+    """``args`` with its model tag resolved (``champion``, ``name:latest``) to a concrete one:
+    a replica restarted after a later promote must load the version its peers serve."""
+    tag = str(bentoml.models.get(resolve_tag(args.serving.model_tag)).tag)
+    return args.model_copy(update={"serving": args.serving.model_copy(
+        update={"model_tag": tag})})
+
+
 def deploy(apps: dict[str, AppArgs], *, check: bool = True, timeout_s: float = 600.0) -> dict:
-    """Build the Serve config of ``apps`` and apply it (see ``apply``); returns the config."""
+    """Build the Serve config of ``apps`` (model tags pinned) and apply it (see ``apply``);
+    returns the config."""
     if check:
         for args in apps.values():
             preflight(args)
-    config = serve_config(apps)
+    config = serve_config({name: pinned(args) for name, args in apps.items()})
     apply(config, timeout_s=timeout_s)
     return config
 

@@ -6,7 +6,7 @@
                                                              item_id=50)]))  # write scope
     added = client.add_items(ItemsRequest(items=[ItemIn(raw_item_id="m-9", title="...")]))
 
-Both return ``RecommendResponse`` (``EventsResponse``; ``add_items``: HTTP only); a rejected
+Both return ``RecommendResponse`` (``EventsResponse``, ``ItemsResponse``); a rejected
 request raises ``APIError`` with the status (HTTP code, or the gRPC status name) and the
 server's message, which names the offending field.
 """
@@ -18,6 +18,7 @@ import requests
 from google.protobuf.json_format import MessageToDict
 
 from ray_apps.schemas import (
+    AddedItem,
     EventsRequest,
     EventsResponse,
     Health,
@@ -116,6 +117,21 @@ class GRPCClient:
             raise APIError(exc.code().name, exc.details() or "") from exc
         return EventsResponse(accepted=list(reply.accepted), duplicates=list(reply.duplicates),
                               latency_ms=dict(reply.latency_ms))
+
+    def add_items(self, request: ItemsRequest) -> ItemsResponse:
+        message = pb.ItemsRequest()
+        for i in request.items:
+            item = message.items.add(raw_item_id=i.raw_item_id, title=i.title, genres=i.genres,
+                                     text=i.text)
+            if i.year is not None:
+                item.year = i.year
+        try:
+            reply = self.stub.AddItems(message, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise APIError(exc.code().name, exc.details() or "") from exc
+        return ItemsResponse(items=[AddedItem(raw_item_id=i.raw_item_id, item_id=i.item_id,
+                                              new=i.new) for i in reply.items],
+                             latency_ms=dict(reply.latency_ms))
 
     def health(self) -> Health:
         reply = self.stub.Health(pb.HealthRequest(), metadata=self.metadata,

@@ -125,6 +125,9 @@ class RetrievalKnobs(StageKnobs):
     # After a failed read, requests take the fallback at once for this long, without waiting
     # on the store (a hung Redis would otherwise cost every request feature_timeout_s).
     feature_retry_s: float = Field(0.5, ge=0, le=60)
+    # the cold-start popularity (Feast item_stats, moved by live events) is re-read at most
+    # this often, in the background
+    item_features_ttl_s: float = Field(60.0, ge=0)
 
 
 class IntentKnobs(StageKnobs):

@@ -4,7 +4,7 @@
     POST /events      EventsRequest -> EventsResponse            (write scope; ray_apps/events.py)
     POST /items       ItemsRequest -> ItemsResponse              (write scope; ray_apps/events.py)
     GET  /healthz     {"status": "ok", "model": <tag>}
-    gRPC irec.v1.Recommender/Recommend, /LogEvents and /Health    (serving/recommend.proto)
+    gRPC irec.v1.Recommender/Recommend, /LogEvents, /AddItems and /Health (recommend.proto)
 
 Every call but health and the API docs needs a bearer token with its scope (serving/auth.py):
 401 / UNAUTHENTICATED without a known token, 403 / PERMISSION_DENIED without the scope, checked
@@ -54,6 +54,7 @@ from ray_apps.schemas import (
     describe,
     events_from_proto,
     from_proto,
+    items_from_proto,
     to_proto,
 )
 from serving import recommend_pb2 as pb
@@ -242,11 +243,14 @@ class Ingress:
         return EventsResponse(accepted=logged.accepted, duplicates=logged.duplicates,
                               latency_ms=logged.latency_ms)
 
+    async def add_items(self, batch: ItemsRequest) -> ItemsResponse:
+        added = await self._write(lambda: self.events.add_items.remote(batch), "items")
+        return ItemsResponse(items=added.items, latency_ms=added.latency_ms)
+
     @API.post("/items", response_model=ItemsResponse)
     async def items_http(self, body: ItemsRequest) -> ItemsResponse:
         """Add catalogue items (write scope): an id each, served from their text at once."""
-        added = await self._write(lambda: self.events.add_items.remote(body), "items")
-        return ItemsResponse(items=added.items, latency_ms=added.latency_ms)
+        return await self.add_items(body)
 
     @API.post("/events", response_model=EventsResponse)
     async def events_http(self, body: EventsRequest) -> EventsResponse:
@@ -298,6 +302,16 @@ class Ingress:
                                      latency_ms=logged.latency_ms)
 
         return await self._over_grpc(grpc_context, "write", answer, pb.EventsResponse())
+
+    async def AddItems(self, message: pb.ItemsRequest,  # noqa: N802 (gRPC method name)
+                       grpc_context: RayServegRPCContext) -> pb.ItemsResponse:
+        async def answer() -> pb.ItemsResponse:
+            added = await self.add_items(items_from_proto(message))
+            return pb.ItemsResponse(
+                items=[pb.AddedItem(**i.model_dump()) for i in added.items],
+                latency_ms=added.latency_ms)
+
+        return await self._over_grpc(grpc_context, "write", answer, pb.ItemsResponse())
 
     async def Health(self, message: pb.HealthRequest) -> pb.HealthResponse:  # noqa: N802
         health = await self._health()

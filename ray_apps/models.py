@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -196,6 +197,34 @@ def genre_prototypes(model: ServingModel, dim: int) -> torch.Tensor | None:
         return None
     members = (model.genre_matrix[: model.num_items + 1] > 0).float()  # (I+1, G)
     return torch.nn.functional.normalize(members.T @ text[: model.num_items + 1], dim=-1)
+
+
+class Refreshed:
+    """A value read from the feature store, re-read in the background once it is older than
+    ``ttl_s`` (at a ``get``); the last value stays while the store fails."""
+
+    def __init__(self, read: Callable[[], Any], value: Any, store_errors: tuple) -> None:
+        self.read, self.value, self.store_errors = read, value, store_errors
+        self.read_at = float("-inf")
+        self.refreshing: asyncio.Task | None = None
+
+    async def load(self) -> Any:
+        """Read now (in a thread): the first value, or one that must be current."""
+        self.value = await asyncio.to_thread(self.read)
+        self.read_at = time.monotonic()
+        return self.value
+
+    def get(self, ttl_s: float) -> Any:
+        stale = time.monotonic() - self.read_at > ttl_s
+        if stale and (self.refreshing is None or self.refreshing.done()):
+            self.refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        return self.value
+
+    async def _refresh(self) -> None:
+        try:
+            await self.load()
+        except self.store_errors:  # the store is down: keep the last value, retry later
+            self.read_at = time.monotonic()
 
 
 class ModelCache:

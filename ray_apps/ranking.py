@@ -36,7 +36,7 @@ from features.store import STORE_ERRORS, open_store
 from ray_apps.catalogue import CatalogueView
 from ray_apps.config import RankingUserConfig
 from ray_apps.messages import Candidates, QueryIntent, Ranked
-from ray_apps.models import ModelCache, ServingModel, item_trends
+from ray_apps.models import ModelCache, Refreshed, ServingModel, item_trends
 
 
 def zscore(x: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,9 +58,9 @@ class Ranking:
         self.models = ModelCache(self.store)
         self.catalogue = CatalogueView(self.store, features.data_dir)
         self.knobs: RankingUserConfig | None = None
-        self.popularity = torch.zeros(1)  # (I+1,) log1p trailing-window popularity
-        self.read_at = float("-inf")
-        self.refreshing: asyncio.Task | None = None
+        # (I+1,) log1p trailing-window popularity of the trained items
+        self.popularity = Refreshed(lambda: self._item_stats(self.models.get().num_items),
+                                    torch.zeros(1), STORE_ERRORS)
 
     async def reconfigure(self, config: dict) -> None:
         """Apply new knobs; a new model loads in a thread while requests keep flowing."""
@@ -68,29 +68,13 @@ class Ranking:
         torch.set_num_threads(knobs.threads)
         self.models.newer_data = knobs.newer_data
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
-        self.popularity = await asyncio.to_thread(self._item_stats, model.num_items)
-        self.read_at = time.monotonic()
         self.models.current = model.tag
+        await self.popularity.load()
         self.knobs = knobs
 
     def _item_stats(self, num_items: int) -> torch.Tensor:
         window, _ = item_trends(self.store, num_items)
         return torch.log1p(torch.from_numpy(window).float())
-
-    def _refresh_item_stats(self, num_items: int) -> None:
-        """Re-read item features in the background once they are older than the TTL."""
-        stale = time.monotonic() - self.read_at > self.knobs.item_features_ttl_s
-        if not stale or (self.refreshing is not None and not self.refreshing.done()):
-            return
-
-        async def refresh() -> None:
-            try:
-                self.popularity = await asyncio.to_thread(self._item_stats, num_items)
-            except STORE_ERRORS:  # the store is down: rank with the last values, retry later
-                pass
-            self.read_at = time.monotonic()
-
-        self.refreshing = asyncio.get_running_loop().create_task(refresh())
 
     async def __call__(self, retrieved: Candidates, query: QueryIntent | None, n: int) -> Ranked:
         """Top ``n`` of the candidates; ``query`` is Intent's answer when the request has text."""
@@ -99,11 +83,12 @@ class Ranking:
             return Ranked()
         model = await self.models.aget(retrieved.model)
         await self._grow(model, retrieved)
-        self._refresh_item_stats(model.num_items)
+        popularity = self.popularity.get(self.knobs.item_features_ttl_s)
         cands, scores = self._candidates(model, retrieved, query)  # (K,), (K,)
         trained = cands <= model.num_items  # (K,) the others were added since training
         pop = torch.zeros(len(cands))  # (K,)
-        pop[trained] = self.popularity[cands[trained]]
+        known = trained & (cands < len(popularity))
+        pop[known] = popularity[cands[known]]
         dist = self._intent(retrieved, query)  # (G,) or None
         match = (model.genre_matrix[cands] @ dist if dist is not None
                  else torch.zeros(len(cands)))  # (K,)

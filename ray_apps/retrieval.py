@@ -5,11 +5,12 @@ decay at request time) for a known user, or from the request for an anonymous on
 the state against the item matrix: exact below ``ann_min_items`` items (100,000 by default:
 under a millisecond on one core), a FAISS inverted-file index from there on (``ray_apps.ann``).
 Cold start (a known user with no history, or features older than the ``user_history`` TTL):
-the most popular items (Feast ``item_stats``, read when the model loads), flagged for the
-later stages. The online store is read in a thread, within ``feature_timeout_s``: when it is
-down or hung, known users get that same fallback, flagged "feature store unavailable" and
-counted (``irec_feature_fallback_total``), and health reports "degraded" until a read works;
-for ``feature_retry_s`` after a failure, requests take the fallback without trying the store.
+the most popular items (Feast ``item_stats``, which live events move; re-read in the
+background every ``item_features_ttl_s``), flagged for the later stages. The online store
+is read in a thread, within ``feature_timeout_s``: when it is down or hung, known users get
+that same fallback, flagged "feature store unavailable" and counted
+(``irec_feature_fallback_total``), and health reports "degraded" until a read works; for
+``feature_retry_s`` after a failure, requests take the fallback without trying the store.
 Items added after the model was trained (``POST /items``) are served from their text
 (``ray_apps.catalogue``): every batch asks the store how large the catalogue is and grows the
 model when it grew, so an added item is retrievable by the next request. In a history, such an
@@ -38,7 +39,7 @@ from ray_apps.ann import ItemIndex, set_threads, top_k
 from ray_apps.catalogue import CatalogueView
 from ray_apps.config import Clock, RetrievalUserConfig
 from ray_apps.messages import Candidates, Query, bad
-from ray_apps.models import ModelCache, ServingModel, item_trends
+from ray_apps.models import ModelCache, Refreshed, ServingModel, item_trends
 
 
 @serve.deployment
@@ -54,7 +55,9 @@ class Retrieval:
         self.catalogue = CatalogueView(self.store, features.data_dir)
         self.knobs: RetrievalUserConfig | None = None
         self.as_of: int | None = None  # the pinned serving clock; None = wall clock
-        self.popularity: np.ndarray | None = None
+        # (I+1,) the cold-start ranking of the trained items, re-read every item_features_ttl_s
+        self.popularity = Refreshed(lambda: self._popularity(self.models.get().num_items),
+                                    np.zeros(1), STORE_ERRORS)
         self.store_error = ""  # why the last online read failed; "" once one works again
         self.store_retry_at = 0.0  # monotonic time before which reads are not tried again
         self.fallbacks = Counter("irec_feature_fallback_total", tag_keys=("error",),
@@ -73,8 +76,8 @@ class Retrieval:
         model = await asyncio.to_thread(self.models.load, knobs.model_tag)
         if model.num_items >= knobs.ann_min_items:
             await model.derive("ann_index", lambda m: ItemIndex(m.item_vectors))
-        self.popularity = await asyncio.to_thread(self._popularity, model.num_items)
         self.models.current = model.tag
+        await self.popularity.load()
         self.retrieve.set_max_batch_size(knobs.max_batch_size)
         self.retrieve.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
         self.knobs = knobs
@@ -228,8 +231,9 @@ class Retrieval:
 
     def _cold(self, q: Query, model: ServingModel, now: int, reason: str) -> Candidates:
         scores = np.zeros(model.num_served + 1)  # added items: no events yet
-        known = min(len(self.popularity), len(scores))
-        scores[:known] = self.popularity[:known]
+        popularity = self.popularity.get(self.knobs.item_features_ttl_s)
+        known = min(len(popularity), len(scores))
+        scores[:known] = popularity[:known]
         scores[[*q.exclude, *model.pending]] = -np.inf
         top = np.argsort(-scores, kind="stable")[: self.knobs.k]
         newest = [i for i in range(model.num_served, model.num_items, -1)

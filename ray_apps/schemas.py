@@ -193,6 +193,18 @@ def events_from_proto(message: Message) -> EventsRequest:
     return EventsRequest.model_validate({"events": events})
 
 
+def items_from_proto(message: Message) -> ItemsRequest:
+    """The pydantic batch of a gRPC ``ItemsRequest``; raises ValidationError."""
+    items = []
+    for i in message.items:
+        raw: dict = {"raw_item_id": i.raw_item_id, "title": i.title, "genres": list(i.genres),
+                     "text": i.text}
+        if i.HasField("year"):
+            raw["year"] = i.year
+        items.append(raw)
+    return ItemsRequest.model_validate({"items": items})
+
+
 def to_proto(response: RecommendResponse) -> pb.RecommendResponse:
     return pb.RecommendResponse(
         items=[pb.ScoredItem(

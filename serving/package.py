@@ -197,9 +197,13 @@ def load(tag: str = f"{MODEL_NAME}:latest") -> PackagedModel:
     )
 
 
+def store_home() -> Path:
+    """The BentoML model store's folder (``BENTOML_HOME``); irec's pointers live beside it."""
+    return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+
+
 def _champions_file() -> Path:
-    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    return home / "irec-champions.json"
+    return store_home() / "irec-champions.json"
 
 
 def champion(name: str = MODEL_NAME) -> str | None:

@@ -49,6 +49,11 @@ class RecommenderStub:
                 request_serializer=serving_dot_recommend__pb2.EventsRequest.SerializeToString,
                 response_deserializer=serving_dot_recommend__pb2.EventsResponse.FromString,
                 _registered_method=True)
+        self.AddItems = channel.unary_unary(
+                '/irec.v1.Recommender/AddItems',
+                request_serializer=serving_dot_recommend__pb2.ItemsRequest.SerializeToString,
+                response_deserializer=serving_dot_recommend__pb2.ItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -73,6 +78,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddItems(self, request, context):
+        """needs the write scope
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +102,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.LogEvents,
                     request_deserializer=serving_dot_recommend__pb2.EventsRequest.FromString,
                     response_serializer=serving_dot_recommend__pb2.EventsResponse.SerializeToString,
+            ),
+            'AddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddItems,
+                    request_deserializer=serving_dot_recommend__pb2.ItemsRequest.FromString,
+                    response_serializer=serving_dot_recommend__pb2.ItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +190,33 @@ class Recommender:
             '/irec.v1.Recommender/LogEvents',
             serving_dot_recommend__pb2.EventsRequest.SerializeToString,
             serving_dot_recommend__pb2.EventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/irec.v1.Recommender/AddItems',
+            serving_dot_recommend__pb2.ItemsRequest.SerializeToString,
+            serving_dot_recommend__pb2.ItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

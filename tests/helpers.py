@@ -9,6 +9,7 @@ the ``training`` package).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,11 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+# Below the kernel's ephemeral range (32768-60999), whose ports any outgoing connection (Ray
+# opens many) may take between the pick and the listen; above Ray's worker ports (10002-19999).
+PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that nothing uses right now on any interface (the gRPC proxy binds [::]),
+    outside the range the kernel hands to outgoing connections."""
+    for port in random.sample(PORTS, 200):
+        try:
+            if socket.has_ipv6:
+                with socket.socket(socket.AF_INET6) as v6:
+                    v6.bind(("::", port))
+            with socket.socket() as v4:
+                v4.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 def wait_until(predicate: Callable[[], T], timeout_s: float, message: str, *,

@@ -17,7 +17,7 @@ from features.store import online_features, open_store
 from irec.config import PlatformConfig
 from irec.pipeline import package_model, train
 from ray_apps.app import deploy
-from ray_apps.client import HTTPClient
+from ray_apps.client import APIError, GRPCClient, HTTPClient
 from ray_apps.schemas import (
     EventIn,
     EventsRequest,
@@ -120,3 +120,39 @@ def test_bad_items_are_refused_naming_the_field_and_need_the_write_scope(served,
     assert post({"items": []}, tokens["write"]).status_code == 422
     assert post({"items": [{"raw_item_id": "x-2", "title": "t"}]}, tokens["read"]).status_code \
         == 403
+
+
+def test_grpc_add_items_and_the_cli_add_like_http(trained, served, tokens, tmp_path,
+                                                  ml100k_workspace):
+    from typer.testing import CliRunner
+
+    from irec.cli import app
+
+    client = GRPCClient(served.grpc, token=tokens["write"])
+    added = client.add_items(ItemsRequest(items=[ItemIn(
+        raw_item_id="grpc-western", title="Dust Road", genres=["Western"], year=2026,
+        text="A lone rider crosses the desert.")]))
+    assert [(i.raw_item_id, i.new) for i in added.items] == [("grpc-western", True)]
+    with pytest.raises(APIError) as refused:
+        client.add_items(ItemsRequest.model_construct(items=[ItemIn.model_construct(
+            raw_item_id="no title", title="", genres=[], year=None, text="")]))
+    assert refused.value.status == "INVALID_ARGUMENT" and "items.0" in refused.value.message
+    with pytest.raises(APIError) as reader:
+        GRPCClient(served.grpc, token=tokens["read"]).add_items(
+            ItemsRequest(items=[ItemIn(raw_item_id="r-1", title="t")]))
+    assert reader.value.status == "PERMISSION_DENIED"
+
+    listed = tmp_path / "items.csv"
+    listed.write_text("raw_item_id,title,genres,text\ncli-1,Tide,Drama|Romance,By the sea\n"
+                      "grpc-western,Dust Road,Western,\n")
+    args = ["items", "add", "--file", str(listed), "--url", served.http, "--token",
+            tokens["write"]]
+    sent = CliRunner().invoke(app, args)
+    assert sent.exit_code == 0, sent.output
+    assert "1 new, 1 known before" in sent.output, sent.output
+    logged = CatalogueLog.of(ml100k_workspace.data_dir).read().set_index("raw_item_id")
+    assert list(logged.loc["cli-1", "genres"]) == ["Drama", "Romance"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("raw_item_id,title\nok-1,Fine\nbad id,Broken\n")
+    refused = CliRunner().invoke(app, [*args[:2], "--file", str(bad), *args[4:]])
+    assert refused.exit_code != 0 and "row 3" in refused.output, refused.output

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import pandas as pd
 import pytest
 
-from features.store import open_store
-from ray_apps.models import ContractError, check_data
+from features.store import STORE_ERRORS, open_store
+from ray_apps.models import ContractError, Refreshed, check_data
 from ray_apps.retrieval import known_history
 
 
@@ -33,3 +36,29 @@ def test_history_ids_the_model_does_not_know_are_dropped_in_order():
         100, [5, 101, 7, 0, 250, 100], [1, 2, 3, 4, 5, 6], [4.0, 5.0, None, 1.0, 2.0, 3.0])
     assert (ids, stamps, ratings, dropped) == ([5, 7, 100], [1, 3, 6], [4.0, None, 3.0], 3)
     assert known_history(10, [], [], []) == ([], [], [], 0)
+
+
+def test_a_refreshed_value_is_reread_in_the_background_and_kept_while_the_store_fails():
+    reads = iter([1, 2, sqlite3.OperationalError("database is locked"), 4])
+
+    def read() -> int:
+        value = next(reads)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    async def run() -> list[int]:
+        value = Refreshed(read, 0, STORE_ERRORS)
+        seen = [await value.load(), value.get(ttl_s=60)]  # fresh: no re-read
+        seen.append(value.get(ttl_s=0))  # stale: the old value now, a re-read behind it
+        await value.refreshing
+        seen.append(value.get(ttl_s=60))
+        value.get(ttl_s=0)
+        await value.refreshing  # the store fails: the last value stays
+        seen.append(value.get(ttl_s=60))
+        value.get(ttl_s=0)
+        await value.refreshing
+        seen.append(value.get(ttl_s=60))
+        return seen
+
+    assert asyncio.run(run()) == [1, 1, 1, 2, 2, 4]
