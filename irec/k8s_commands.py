@@ -1,4 +1,5 @@
-"""``irec deploy render|apply|status``, ``irec retrain submit|status`` and ``irec rollout``.
+"""``irec deploy render|apply|status``, ``irec retrain submit|status`` and ``irec rollout``
+(``irec retrain run``, the local retraining, is in ``irec.retrain_commands``).
 
 Each renders charts/irec with the values given (``--profile``, ``-f``, ``--set``, as Helm
 takes them), validates the objects against the Kubernetes and KubeRay schemas and the KubeRay
@@ -16,10 +17,11 @@ import typer
 import yaml
 
 from irec.console import fail
+from irec.retrain_commands import retrain_run
 
 deploy_app = typer.Typer(help="Render, apply and watch the Helm chart's objects.",
                          no_args_is_help=True)
-retrain_app = typer.Typer(help="Retraining runs as KubeRay RayJobs.", no_args_is_help=True)
+retrain_app = typer.Typer(help="Retraining: here (run) or as KubeRay RayJobs (submit, status).", no_args_is_help=True)
 
 ProfileOpt = Annotated[list[str] | None, typer.Option(
     "--profile", "-p", help="charts/irec/profiles/<name>.yaml (cpu, gpu, existing-redis, "
@@ -279,5 +281,6 @@ def _rollout_local(model_tag: str | None, undo: bool, app: str, timeout: float) 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(deploy_app, name="deploy")
+    retrain_app.command("run")(retrain_run)
     app.add_typer(retrain_app, name="retrain")
     app.command("rollout")(rollout)

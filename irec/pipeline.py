@@ -5,6 +5,12 @@ Usage::
     python -m irec.pipeline --config configs/tiny.yaml            # embedded Ray, this machine
     ray job submit --working-dir . -- python -m irec.pipeline --config configs/ml-100k.yaml
     irec train --config configs/tiny.yaml                         # the same, from the CLI
+    python -m irec.pipeline --config configs/tiny.yaml --retrain  # retraining (``retrain``)
+
+Retraining holds the newest ``training.window_days`` before a cutoff out of training, scores
+the new model and the champion on that window in the same run (next event, full ranking), and
+promotes only on that comparison (a fair gate: the stored scores of two runs were measured on
+different data).
 
 This is the retraining RayJob's entrypoint on Kubernetes. Each step is one function over the
 platform config's sections; ``run`` composes them. Training and its evaluation come from the
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import bentoml
 import pandas as pd
 
 from data.ingest import read_manifest
@@ -32,7 +39,9 @@ from training import report as reports
 from training.baselines.mf import evaluate_biased_mf, evaluate_bpr
 from training.baselines.popularity import evaluate_popularity
 from training.data.sequences import SequenceData
+from training.data.window import Window, bounds, build_window
 from training.eval.evaluate import evaluate_model
+from training.eval.window import evaluate_window, popularity_on_window
 from training.models.interest import InterestTransformer
 from training.train import (
     best_checkpoint,
@@ -43,10 +52,12 @@ from training.train import (
     new_run_id,
     prepare_data,
     run_dir,
+    training_events,
 )
 
 Log = Callable[[str], None]
 FEATURE_SERVICES = ("retrieval_v1", "ranking_v1")
+WINDOW_SCORE = "window_ndcg@10"
 
 
 @dataclass
@@ -99,22 +110,25 @@ def _ablation(cfg: PlatformConfig, name: str) -> PlatformConfig:
 
 
 def package_model(cfg: PlatformConfig, trained: Trained, data: SequenceData,
-                  test: dict[str, float], log: Log) -> str:
+                  test: dict[str, float], log: Log, trained_until: pd.Timestamp,
+                  window: dict[str, float] | None = None) -> str:
     """Save the model (frozen LM mode) with its contract in the BentoML store; its tag."""
     features = cfg.features
     store = open_store(features)
     items = pd.read_parquet(features.data_dir / "items.parquet")
     return package.save(
         trained.model.export_frozen(), items,
-        metrics={**trained.validation, **{f"test_{k}": v for k, v in test.items()}},
+        metrics={**trained.validation, **{f"test_{k}": v for k, v in test.items()},
+                 **{f"window_{k}": v for k, v in (window or {}).items()}},
         dataset_fingerprint=read_manifest(features.data_dir)["fingerprint"],
         feature_services={s: schema_hash(store, s) for s in FEATURE_SERVICES},
-        genre_names=data.genre_names, log=log)
+        genre_names=data.genre_names, trained_until=trained_until.isoformat(), log=log)
 
 
-def promote(tag: str, margin: float, log: Log) -> package.Verdict:
+def promote(tag: str, margin: float, log: Log,
+            judged: package.Judged | None = None) -> package.Verdict:
     """Make ``tag`` the champion if it beats the current one by ``margin``."""
-    verdict = package.promote(tag, margin)
+    verdict = package.promote(tag, margin, judged=judged)
     log(f"promote: {verdict.message}")
     return verdict
 
@@ -143,11 +157,12 @@ def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
                                 "resume (run ids are the folder names there)")
     verb = "resuming" if cfg.training.resume else "run"
     log(f"train: {verb} {run_id} in {folder}")
-    data = prepare_data(cfg.features, log)
+    events = training_events(cfg.features, log)
+    data = prepare_data(cfg.features, log, events=events)
     trained = train(cfg, data, run_id, log)
     test = evaluate(trained, data)
     table = {"interest transformer": test, **baselines(cfg, data, run_id, log)}
-    tag = package_model(cfg, trained, data, test, log)
+    tag = package_model(cfg, trained, data, test, log, events.event_timestamp.max())
     verdict = promote(tag, margin, log)
     summary = {"model": tag, "run": run_id, "champion": verdict.promoted, "test": table,
                "validation": trained.validation,
@@ -157,15 +172,96 @@ def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
     return summary
 
 
+def score_champion(cfg: PlatformConfig, window: Window,
+                   log: Log) -> tuple[str | None, dict[str, float] | None, str]:
+    """The champion's metrics on ``window``: (tag, metrics, note). Metrics are None when there
+    is no champion, or it cannot be scored here (the note says why)."""
+    current = package.champion()
+    if current is None:
+        return None, None, "no champion yet"
+    try:
+        champ = package.load(current)
+    except (package.IntegrityError, bentoml.exceptions.NotFound) as exc:
+        return current, None, f"the champion cannot be loaded ({exc})"
+    items = pd.read_parquet(cfg.features.data_dir / "items.parquet")
+    wrong = package.disagreeing_ids(champ.items, items)
+    if len(wrong):
+        return current, None, (f"the champion's id map disagrees with this data on {len(wrong)} "
+                               "items; compared on the stored validation scores instead")
+    log(f"window: scoring the champion {current} on the same window")
+    note = "scored on the same window"
+    until = champ.metadata.get("trained_until")
+    if until is None or pd.Timestamp(until) >= window.start:
+        note += (f"; it trained on events up to {until or 'an unrecorded time'}, so it may have "
+                 "seen the window: its score there is optimistic")
+    return current, evaluate_window(champ.model, window), note
+
+
+def retrain(cfg: PlatformConfig, log: Log = print, margin: float = 0.0, verbose: bool = False,
+            cutoff: pd.Timestamp | None = None) -> dict:
+    """Retraining with a fair gate (see the module docstring); returns the report.
+
+    ``cutoff``: events from then on are ignored (default: all); the window is the
+    ``training.window_days`` before it.
+    """
+    init_ray(verbose)
+    started = time.perf_counter()
+    run_id = new_run_id()
+    log(f"retrain: run {run_id} in {run_dir(cfg.training, run_id)}")
+    events = training_events(cfg.features, log)
+    start, end = bounds(events, cfg.training.window_days, cutoff)
+    before = events[events.event_timestamp < start]
+    data = prepare_data(cfg.features, log, events=before)
+    window = build_window(open_store(cfg.features), events, start, end,
+                          cfg.features.history_length, data.num_items, log)
+    trained = train(cfg, data, run_id, log)
+    test = evaluate(trained, data)
+    table = {"interest transformer": test, **baselines(cfg, data, run_id, log)}
+    mine = evaluate_window(trained.model, window)
+    champion_tag, champion_scores, note = score_champion(cfg, window, log)
+    tag = package_model(cfg, trained, data, test, log, before.event_timestamp.max(),
+                        window=mine)
+    judged = None
+    if champion_scores is not None or champion_tag is None:
+        judged = package.Judged(WINDOW_SCORE, mine["ndcg@10"], champion_tag,
+                                None if champion_scores is None else champion_scores["ndcg@10"])
+    verdict = promote(tag, margin, log, judged)
+    on_window = {"interest transformer (new)": mine,
+                 **({f"champion {champion_tag}": champion_scores} if champion_scores else {}),
+                 "popularity": popularity_on_window(before, window)}
+    summary = {"model": tag, "run": run_id, "champion": verdict.promoted, "test": table,
+               "validation": trained.validation,
+               "window": {"start": str(start), "end": str(end), "targets": len(window),
+                          "cold_left_out": window.cold, "table": on_window},
+               "gate": {"promoted": verdict.promoted, "message": verdict.message,
+                        "margin": margin, "champion": champion_tag, "champion_scored": note},
+               "seconds": round(time.perf_counter() - started, 1)}
+    out = write_report(cfg, summary, trained, run_id, log)
+    log(f"window {start:%Y-%m-%d} .. {end:%Y-%m-%d}, {len(window):,} next events:")
+    log(reports.markdown_table(on_window).rstrip())
+    log(f"gate: {verdict.message}")
+    log(f"retrain: done in {summary['seconds']}s; report in {out}")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--margin", type=float, default=0.0,
-                        help="validation NDCG@10 gain needed to replace the champion")
+                        help="NDCG@10 gain needed to replace the champion")
+    parser.add_argument("--retrain", action="store_true",
+                        help="hold out the newest training.window_days and judge the new "
+                             "model and the champion there")
+    parser.add_argument("--cutoff", type=pd.Timestamp, default=None,
+                        help="with --retrain: ignore events from this UTC time on")
     parser.add_argument("--verbose", action="store_true",
                         help="forward the Ray workers' own output to this log")
     args = parser.parse_args(argv)
-    run(PlatformConfig.load(args.config), margin=args.margin, verbose=args.verbose)
+    cfg = PlatformConfig.load(args.config)
+    if args.retrain:
+        retrain(cfg, margin=args.margin, verbose=args.verbose, cutoff=args.cutoff)
+    else:
+        run(cfg, margin=args.margin, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -110,18 +110,14 @@ def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: st
     (fingerprint) is logged and served, or refused when ``newer_data`` is ``refuse``."""
     data_dir = Path(store.repo_path) / "data"
     stored = pd.read_parquet(data_dir / "items.parquet", columns=["item_id", "raw_item_id"])
-    joined = items[["item_id", "raw_item_id"]].merge(stored, on="item_id", how="left",
-                                                      suffixes=("_model", "_store"))
-    missing = joined.raw_item_id_store.isna()
-    wrong = joined[missing | (joined.raw_item_id_model.astype(str)
-                              != joined.raw_item_id_store.astype(str))]
+    wrong = package.disagreeing_ids(items, stored)
     if len(wrong):
         first = wrong.iloc[0]
         has = ("no such item" if pd.isna(first.raw_item_id_store)
                else repr(first.raw_item_id_store))
         raise ContractError(
             f"{tag} and the feature store at {store.repo_path} disagree on {len(wrong)} of "
-            f"{len(joined)} item ids (item {first.item_id}: model {first.raw_item_id_model!r}, "
+            f"{len(items)} item ids (item {first.item_id}: model {first.raw_item_id_model!r}, "
             f"store {has}); refusing to serve it (re-train on this data)")
     trained_on = metadata.get("dataset_fingerprint", "")
     holds = read_manifest(data_dir)["fingerprint"]
@@ -132,7 +128,7 @@ def check_data(items: pd.DataFrame, metadata: dict, store: FeatureStore, tag: st
     if trained_on != holds:
         LOG.warning("%s was trained on dataset %s...; the store holds %s... (%d newer items): "
                     "serving it, its %d item ids agree", tag, trained_on[:12], holds[:12],
-                    len(stored) - len(joined), len(joined))
+                    len(stored) - len(items), len(items))
 
 
 def load(tag: str, store: FeatureStore, newer_data: str = "serve") -> ServingModel:

@@ -95,9 +95,12 @@ def metadata_digest(metadata: dict) -> str:
 
 def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
          dataset_fingerprint: str, feature_services: dict[str, str],
-         genre_names: list[str], name: str = MODEL_NAME,
+         genre_names: list[str], name: str = MODEL_NAME, trained_until: str | None = None,
          log: Callable[[str], None] = print) -> str:
-    """Write a model version to the store; returns its tag (``interest:<version>``)."""
+    """Write a model version to the store; returns its tag (``interest:<version>``).
+
+    ``trained_until``: the time of the last event trained on (ISO), so that a later gate can
+    tell whether this model saw the window it is judged on."""
     model = model.eval()
     with torch.no_grad():
         vectors = model.item_vectors().contiguous()
@@ -108,7 +111,7 @@ def save(model: InterestTransformer, items: pd.DataFrame, *, metrics: dict,
         "genre_names": genre_names,
         "num_items": model.cfg.num_items,
         SCORE: metrics.get(SCORE),
-    }
+    } | ({} if trained_until is None else {"trained_until": trained_until})
     labels = {"fingerprint": dataset_fingerprint[:12], "framework": "torch"}
     with _staging_store() as staging, bentoml.models.create(
             name, labels=labels, metadata=metadata, _model_store=staging) as stored:
@@ -197,6 +200,17 @@ def load(tag: str = f"{MODEL_NAME}:latest") -> PackagedModel:
     )
 
 
+def disagreeing_ids(model_items: pd.DataFrame, store_items: pd.DataFrame) -> pd.DataFrame:
+    """The model's item ids that name another raw item in ``store_items`` (or none there): a
+    model and a store agree when this is empty. Columns item_id, raw_item_id_{model,store}."""
+    joined = model_items[["item_id", "raw_item_id"]].merge(
+        store_items[["item_id", "raw_item_id"]], on="item_id", how="left",
+        suffixes=("_model", "_store"))
+    missing = joined.raw_item_id_store.isna()
+    return joined[missing | (joined.raw_item_id_model.astype(str)
+                             != joined.raw_item_id_store.astype(str))]
+
+
 def store_home() -> Path:
     """The BentoML model store's folder (``BENTOML_HOME``); irec's pointers live beside it."""
     return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
@@ -221,33 +235,49 @@ class Verdict:
     warning: str | None = None
 
 
-def promote(tag: str, margin: float = 0.0, force: bool = False) -> Verdict:
-    """Make ``tag`` the champion if its validation NDCG@10 beats the champion's by ``margin``.
+@dataclass
+class Judged:
+    """A challenger and the champion scored on the same data in the same run (retraining's
+    held-out window): ``champion`` is the tag that was scored, None when there was none."""
 
-    A score that is missing or not a number never promotes, even with ``force``; otherwise
-    ``force`` promotes whatever the comparison says (and the verdict carries a warning). A
-    champion that can no longer be loaded (deleted, or failing its manifest) is replaced, and
-    the verdict says why: serving would refuse it as well. The read-compare-write holds a file
-    lock beside the champion pointer, so concurrent promotions leave the best one champion.
+    metric: str
+    score: float
+    champion: str | None
+    champion_score: float | None
+
+
+def promote(tag: str, margin: float = 0.0, force: bool = False,
+            judged: Judged | None = None) -> Verdict:
+    """Make ``tag`` the champion if its score beats the champion's by ``margin``.
+
+    The scores are the stored validation NDCG@10s, or with ``judged`` the ones both models got
+    on the same data in the caller's run; then a champion that changed since it was scored is
+    not compared with at all (the verdict refuses and says so). A score that is missing or not
+    a number never promotes, even with ``force``; otherwise ``force`` promotes whatever the
+    comparison says (and the verdict carries a warning). A champion that can no longer be
+    loaded (deleted, or failing its manifest) is replaced, and the verdict says why: serving
+    would refuse it as well. The read-compare-write holds a file lock beside the champion
+    pointer, so concurrent promotions leave the best one champion.
     """
     candidate = load(tag)
     name = candidate.tag.split(":")[0]
-    score = candidate.metrics.get(SCORE)
+    metric = SCORE if judged is None else judged.metric
+    score = candidate.metrics.get(SCORE) if judged is None else judged.score
     if score is None or not math.isfinite(score):
-        return Verdict(False, f"{candidate.tag} has {SCORE}={score} in its metrics; not promoted"
+        return Verdict(False, f"{candidate.tag} has {metric}={score}; not promoted"
                               + (" (forcing never promotes a score that is not a number)"
                                  if force else ""))
     path = _champions_file()
     with file_lock(path.with_name(f"{path.name}.lock")):
         current = champion(name)
+        if judged is not None and current != judged.champion:
+            return Verdict(False, f"{candidate.tag} not promoted: the champion is now {current}, "
+                                  f"not the {judged.champion} it was judged against; judge again")
         replaced, refusal = "", None
         if current is not None and current != candidate.tag:
-            try:
-                incumbent = load(current).metrics[SCORE]
-            except (IntegrityError, bentoml.exceptions.NotFound) as exc:
-                incumbent, replaced = None, f"; the champion {current} cannot be loaded ({exc})"
+            incumbent, replaced = _incumbent_score(current, judged)
             if incumbent is not None and score < incumbent + margin:
-                refusal = (f"{SCORE} {score:.4f} vs champion {current} {incumbent:.4f}; needs "
+                refusal = (f"{metric} {score:.4f} vs champion {current} {incumbent:.4f}; needs "
                            f"+{margin:.4f}, lost by {incumbent + margin - score:.4f}")
         if refusal is not None and not force:
             return Verdict(False, f"{candidate.tag} not promoted: {refusal}", beaten=True)
@@ -257,5 +287,15 @@ def promote(tag: str, margin: float = 0.0, force: bool = False) -> Verdict:
     before = "no champion" if current is None else f"champion {current}"
     warning = None if refusal is None else (
         f"forced: {candidate.tag} promoted although the comparison refused it ({refusal})")
-    return Verdict(True, f"{candidate.tag} is champion ({SCORE} {score:.4f}; was {before}"
+    return Verdict(True, f"{candidate.tag} is champion ({metric} {score:.4f}; was {before}"
                          f"{replaced})", warning=warning)
+
+
+def _incumbent_score(current: str, judged: Judged | None) -> tuple[float | None, str]:
+    """The champion's score to beat, and why it has none (it cannot be loaded)."""
+    if judged is not None and judged.champion_score is not None:
+        return judged.champion_score, ""
+    try:
+        return load(current).metrics[SCORE], ""
+    except (IntegrityError, bentoml.exceptions.NotFound) as exc:
+        return None, f"; the champion {current} cannot be loaded ({exc})"

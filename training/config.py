@@ -43,5 +43,9 @@ class TrainingConfig(StrictModel):
     # Same-run comparisons in the report: transformer variants trained with the same budget.
     # ids_only: no LM text tower (SASRec-style); no_time: no time-gap features or decay.
     ablations: list[Literal["ids_only", "no_time"]] = ["ids_only", "no_time"]
+    # Retraining (`irec retrain run`): the newest window_days of events before the cutoff are
+    # held out of training, and the new model and the champion are both scored there (next
+    # event, full ranking); promotion needs the margin on that window's NDCG@10.
+    window_days: float = Field(7.0, gt=0)
     # Chaos testing: the first attempt of this epoch raises in the worker (never in presets).
     inject_failure_at_epoch: int | None = None

@@ -40,8 +40,16 @@ def plot_curves(epochs: list[dict], path: Path) -> None:
 
 
 def write(out: Path, report: dict, epochs: list[dict]) -> None:
-    """report.json, report.md (the test table) and curves.png in ``out``."""
+    """report.json, report.md (the test table; for a retraining, the held-out window's table
+    and the gate's decision) and curves.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    (out / "report.md").write_text(markdown_table(report["test"]))
+    text = markdown_table(report["test"])
+    if "window" in report:
+        w, gate = report["window"], report["gate"]
+        text += (f"\n## Held-out window {w['start']} .. {w['end']}: {w['targets']:,} next "
+                 f"events\n\n{markdown_table(w['table'])}\n## Gate\n\n"
+                 f"{gate['message']} (margin {gate['margin']}; champion: "
+                 f"{gate['champion_scored']})\n")
+    (out / "report.md").write_text(text)
     plot_curves(epochs, out / "curves.png")

@@ -66,14 +66,21 @@ class WorkerJob(BaseModel):
     failure_marker: Path
 
 
-def prepare_data(features: FeatureConfig, log: Callable[[str], None] = print) -> SequenceData:
-    """Leave-one-out sequences from the Feast offline store (point-in-time correct), over the
-    ingested events and the logged ones the last features build used."""
-    manifest = read_manifest(features.data_dir)
+def training_events(features: FeatureConfig, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The ingested events plus the logged ones the last features build used, by user and
+    time."""
     logged = logged_events(features.data_dir)
-    events = dataset_events(pd.read_parquet(features.data_dir / "events.parquet"), logged)
     if len(logged):
         log(f"data: {len(logged):,} logged live events included")
+    return dataset_events(pd.read_parquet(features.data_dir / "events.parquet"), logged)
+
+
+def prepare_data(features: FeatureConfig, log: Callable[[str], None] = print,
+                 events: pd.DataFrame | None = None) -> SequenceData:
+    """Leave-one-out sequences from the Feast offline store (point-in-time correct), over
+    ``events`` (default: ``training_events``; retraining passes those before its window)."""
+    manifest = read_manifest(features.data_dir)
+    events = training_events(features, log) if events is None else events
     items = pd.read_parquet(features.data_dir / "items.parquet")
     return sequences.build(open_store(features), events, manifest, features.history_length, log,
                            items=items)

@@ -34,13 +34,14 @@ OPERA = ItemIn(raw_item_id="space-opera-1", title="Starfall",
 
 
 @pytest.fixture(scope="module")
-def trained(served, app_args, ml100k_workspace):
+def trained(served, app_args, ml100k_workspace, dataset_end):
     """The app serving a freshly trained tiny model (the session's model back afterwards)."""
     quiet = lambda _: None  # noqa: E731
     cfg = PlatformConfig.load("configs/tiny.yaml",
                               {"features.repo_path": str(ml100k_workspace.repo_path)})
     data = prepare_data(cfg.features, log=quiet)
-    tag = package_model(cfg, train(cfg, data, new_run_id(), quiet), data, {}, quiet)
+    tag = package_model(cfg, train(cfg, data, new_run_id(), quiet), data, {}, quiet,
+                        pd.Timestamp(dataset_end, unit="s", tz="UTC"))
     serving = app_args.serving.model_copy(update={"model_tag": tag})
     deploy({"irec": app_args.model_copy(update={"serving": serving})})
     yield tag

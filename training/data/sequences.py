@@ -80,6 +80,21 @@ def _pad(lists, length: int, dtype, fill) -> np.ndarray:
     return out
 
 
+def split_of(users: np.ndarray, hist: pd.DataFrame, targets: pd.DataFrame,
+             max_len: int) -> Split:
+    """A split from Feast ``HISTORY`` rows and their target events (``item_id``, ``rating``,
+    ``event_timestamp``), row for row."""
+    return Split(
+        users=users,
+        items=_pad(hist.hist_item_ids, max_len, np.int64, 0),
+        ratings=_pad(hist.hist_ratings, max_len, np.float32, np.nan),
+        stamps=_pad(hist.hist_timestamps, max_len, np.int64, 0),
+        target_item=targets.item_id.to_numpy(np.int64),
+        target_rating=targets.rating.to_numpy(np.float32),
+        target_ts=(targets.event_timestamp.astype("int64") // 10**6).to_numpy(),
+    )
+
+
 def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: int,
           log: Callable[[str], None] = print, items: pd.DataFrame | None = None) -> SequenceData:
     """``items`` (the ingested items table) adds ``item_texts``; None leaves them out."""
@@ -100,19 +115,9 @@ def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: in
     hist = training_set(store, entity, HISTORY)
     n = len(keep)
 
-    def split(rows: pd.DataFrame, targets: pd.DataFrame) -> Split:
-        return Split(
-            users=np.asarray(keep, dtype=np.int64),
-            items=_pad(rows.hist_item_ids, max_len, np.int64, 0),
-            ratings=_pad(rows.hist_ratings, max_len, np.float32, np.nan),
-            stamps=_pad(rows.hist_timestamps, max_len, np.int64, 0),
-            target_item=targets.item_id.to_numpy(np.int64),
-            target_rating=targets.rating.to_numpy(np.float32),
-            target_ts=(targets.event_timestamp.astype("int64") // 10**6).to_numpy(),
-        )
-
-    valid = split(hist.iloc[:n], valid_ev)
-    test = split(hist.iloc[n:].reset_index(drop=True), test_ev)
+    users = np.asarray(keep, dtype=np.int64)
+    valid = split_of(users, hist.iloc[:n], valid_ev, max_len)
+    test = split_of(users, hist.iloc[n:].reset_index(drop=True), test_ev, max_len)
 
     # everything the user did except the test target is excluded when ranking for test
     # (validation ranks exclude the same minus the validation target, see eval)

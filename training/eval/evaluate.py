@@ -18,25 +18,37 @@ from training.eval.metrics import (
 from training.models.interest import InterestTransformer
 
 
-def _seen_mask(data: SequenceData, rows: np.ndarray) -> torch.Tensor:
-    """(len(rows), I+1) bool: items each user interacted with before the test target."""
-    mask = torch.zeros((len(rows), data.num_items + 1), dtype=torch.bool)
-    position = np.full(len(data.test.users), -1)
+def seen_mask(num_items: int, seen_rows: np.ndarray, seen_items: np.ndarray, total: int,
+              rows: np.ndarray) -> torch.Tensor:
+    """(len(rows), I+1) bool: the items excluded for each of ``rows`` (of ``total``), from
+    (row, item) exclusion pairs."""
+    mask = torch.zeros((len(rows), num_items + 1), dtype=torch.bool)
+    position = np.full(total, -1)
     position[rows] = np.arange(len(rows))
-    hit = position[data.seen_users] >= 0
-    mask[position[data.seen_users[hit]], data.seen_items[hit]] = True
+    hit = position[seen_rows] >= 0
+    mask[position[seen_rows[hit]], seen_items[hit]] = True
     return mask
 
 
 def rank_split(score: Callable[[np.ndarray], torch.Tensor], data: SequenceData, split: Split,
                batch: int = 512) -> np.ndarray:
-    """Target ranks for a split; ``score(rows)`` returns (len(rows), I+1) scores."""
+    """Target ranks for a split; ``score(rows)`` returns (len(rows), I+1) scores. Everything
+    the user did before the test target is excluded (validation ranks exclude the same)."""
+    return rank_targets(score, split.target_item, data.num_items, data.seen_users,
+                        data.seen_items, batch)
+
+
+def rank_targets(score: Callable[[np.ndarray], torch.Tensor], targets: np.ndarray,
+                 num_items: int, seen_rows: np.ndarray, seen_items: np.ndarray,
+                 batch: int = 512) -> np.ndarray:
+    """(N,) 0-based ranks of ``targets`` under ``score(rows)`` ((len(rows), I+1) scores), the
+    (row, item) exclusion pairs removed."""
     ranks = []
-    for start in range(0, len(split.users), batch):
-        rows = np.arange(start, min(start + batch, len(split.users)))
-        scores = score(rows)
-        ranks.append(target_ranks(scores, torch.from_numpy(split.target_item[rows]),
-                                  _seen_mask(data, rows)))
+    for start in range(0, len(targets), batch):
+        rows = np.arange(start, min(start + batch, len(targets)))
+        ranks.append(target_ranks(score(rows), torch.from_numpy(targets[rows]),
+                                  seen_mask(num_items, seen_rows, seen_items, len(targets),
+                                            rows)))
     return torch.cat(ranks).numpy()
 
 
