@@ -278,7 +278,10 @@ def _previous_ids(out_dir: Path, manifest: dict | None,
     if len(added):
         log(f"ingest: {len(added):,} item(s) added at run time join the catalogue "
             f"(ids {added['item_id'].min()}..{added['item_id'].max()})")
-        tables["items"] = pd.concat([tables["items"], added[ITEM_COLUMNS]], ignore_index=True)
+        known = tables["items"]
+        rows = added[ITEM_COLUMNS].astype({c: known[c].dtype for c in ITEM_COLUMNS
+                                           if c in known and added[c].isna().all()})
+        tables["items"] = pd.concat([known, rows], ignore_index=True)
     return tables
 
 

@@ -21,7 +21,8 @@ from irec.retrain_commands import retrain_run
 
 deploy_app = typer.Typer(help="Render, apply and watch the Helm chart's objects.",
                          no_args_is_help=True)
-retrain_app = typer.Typer(help="Retraining: here (run) or as KubeRay RayJobs (submit, status).", no_args_is_help=True)
+retrain_app = typer.Typer(help="Retraining: here (run) or as KubeRay RayJobs (submit, status).",
+                          no_args_is_help=True)
 
 ProfileOpt = Annotated[list[str] | None, typer.Option(
     "--profile", "-p", help="charts/irec/profiles/<name>.yaml (cpu, gpu, existing-redis, "
@@ -210,8 +211,7 @@ def rollout(model_tag: Annotated[str | None, typer.Option(
                 "--local", help="Roll the Serve app of the local Ray cluster (`irec serve`), "
                                 "not the RayService.")] = False,
             undo: Annotated[bool, typer.Option(
-                "--undo", help="With --local: back to the version served before the last "
-                               "rollout.")] = False,
+                "--undo", help="Back to the version served before the last rollout.")] = False,
             profile: ProfileOpt = None, values: ValuesOpt = None, set_: SetOpt = None,
             release: ReleaseOpt = "irec", namespace: NamespaceOpt = "irec",
             app: Annotated[str, typer.Option(help="Serve application name.")] = "irec",
@@ -223,15 +223,21 @@ def rollout(model_tag: Annotated[str | None, typer.Option(
     Only the stages' ``user_config`` changes, so replicas reconfigure in place (no restart,
     no lost request). --local resolves 'champion' to a concrete tag, verifies the model against
     the app's feature store before touching the app, and puts the previous version back if
-    the app does not run the new one in time (ray_apps/rollout.py). With --dry-run: the
-    chart's RayService with the new tag.
+    the app does not run the new one in time (ray_apps/rollout.py). On the RayService the
+    previous version goes back on DEPLOY_FAILED or a timeout; a moving tag (champion,
+    :latest) is refused there, and --undo returns to the tag the last rollout recorded on
+    it. With --dry-run: the chart's RayService with the new tag.
     """
     if local:
         _rollout_local(model_tag, undo, app, timeout)
         return
-    if undo or model_tag is None:
-        fail("give --model-tag (--undo needs --local)")
-    from irec.k8s.cluster import ClusterError
+    if undo == (model_tag is not None):
+        fail("give exactly one of --model-tag or --undo")
+    if model_tag is not None and (model_tag == "champion" or model_tag.endswith(":latest")):
+        fail(f"--model-tag {model_tag} moves: each replica would resolve it by itself. Give a "
+             "version (interest:<version>); the retraining RayJob resolves and rolls out the "
+             "champion itself with retraining.rollout.enabled")
+    from irec.k8s.cluster import ClusterError, previous_tag
     from irec.k8s.cluster import rollout as roll
     from irec.k8s.ops import deploy_objects, rolled_out
 
@@ -243,6 +249,8 @@ def rollout(model_tag: Annotated[str | None, typer.Option(
         fail("the chart renders no RayService with these values (serving.enabled is false?)")
     service = services[0]
     if dry_run:
+        if undo:
+            fail("--undo reads the live RayService: no --dry-run")
         try:
             updated = rolled_out(service, model_tag, app)
         except KeyError as exc:
@@ -251,8 +259,9 @@ def rollout(model_tag: Annotated[str | None, typer.Option(
         return
     api = _connect(context)
     name = service["metadata"]["name"]
-    _log(f"rollout: RayService/{name} in {namespace} -> {model_tag}")
     try:
+        model_tag = model_tag or previous_tag(api, name, namespace)
+        _log(f"rollout: RayService/{name} in {namespace} -> {model_tag}")
         roll(api, name, namespace, model_tag, app=app, timeout_s=timeout, poll_s=poll,
              log=_log)
     except (ClusterError, KeyError) as exc:

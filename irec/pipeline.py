@@ -30,8 +30,9 @@ from pathlib import Path
 import bentoml
 import pandas as pd
 
-from data.ingest import read_manifest
-from features.store import open_store, schema_hash
+from data.ingest import ingest, read_manifest
+from features.build import build
+from features.store import apply, open_store, schema_hash
 from irec.config import PlatformConfig
 from irec.console import init_ray
 from serving import package
@@ -197,6 +198,29 @@ def score_champion(cfg: PlatformConfig, window: Window,
     return current, evaluate_window(champ.model, window), note
 
 
+def refresh_features(cfg: PlatformConfig, log: Log) -> None:
+    """Before retraining: ingest (folds in the items added at run time, ids kept), rebuild the
+    features with the logged events, feast apply. The online store is live: no materialize."""
+    ingest(cfg.ingest, cfg.features.data_dir, log=log)
+    build(cfg.features, log=log)
+    apply(open_store(cfg.features), log=log)
+
+
+def roll_out_service(cfg: PlatformConfig, tag: str, service: str, namespace: str,
+                     timeout_s: float, log: Log) -> None:
+    """From inside the cluster (the retraining RayJob): verify ``tag`` against the feature
+    store the serving pods read, then patch the RayService to it (put back on failure)."""
+    from irec.k8s.cluster import connect, rollout
+    from ray_apps.app import preflight
+
+    target = preflight(cfg.app_args().model_copy(update={"serving": cfg.serving.model_copy(
+        update={"model_tag": tag})}))
+    log(f"rollout: RayService/{service} in {namespace} -> {target}")
+    rollout(connect(), service, namespace, target, app="irec",
+            timeout_s=timeout_s, poll_s=5, log=log)
+    log(f"rollout: RayService/{service} runs {target}")
+
+
 def retrain(cfg: PlatformConfig, log: Log = print, margin: float = 0.0, verbose: bool = False,
             cutoff: pd.Timestamp | None = None) -> dict:
     """Retraining with a fair gate (see the module docstring); returns the report.
@@ -250,18 +274,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--margin", type=float, default=0.0,
                         help="NDCG@10 gain needed to replace the champion")
     parser.add_argument("--retrain", action="store_true",
-                        help="hold out the newest training.window_days and judge the new "
-                             "model and the champion there")
+                        help="ingest and build the features with the logged events first, hold "
+                             "out the newest training.window_days and judge the new model and "
+                             "the champion there")
     parser.add_argument("--cutoff", type=pd.Timestamp, default=None,
                         help="with --retrain: ignore events from this UTC time on")
+    parser.add_argument("--rollout-service", default=None, metavar="RAYSERVICE",
+                        help="with --retrain, in the cluster: roll this RayService out to the "
+                             "new model when it is promoted")
+    parser.add_argument("--namespace", default="default", help="of --rollout-service")
+    parser.add_argument("--rollout-timeout", type=float, default=900.0,
+                        help="seconds the RayService may take to run the new model")
     parser.add_argument("--verbose", action="store_true",
                         help="forward the Ray workers' own output to this log")
     args = parser.parse_args(argv)
     cfg = PlatformConfig.load(args.config)
-    if args.retrain:
-        retrain(cfg, margin=args.margin, verbose=args.verbose, cutoff=args.cutoff)
-    else:
+    if not args.retrain:
         run(cfg, margin=args.margin, verbose=args.verbose)
+        return
+    refresh_features(cfg, print)
+    report = retrain(cfg, margin=args.margin, verbose=args.verbose, cutoff=args.cutoff)
+    if args.rollout_service and report["champion"]:
+        roll_out_service(cfg, report["model"], args.rollout_service, args.namespace,
+                         args.rollout_timeout, print)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 5. ``--rollout``: when the new model was promoted, roll the local Serve app to it
    (``irec rollout --local``: verified first, put back on failure).
 
-On Kubernetes the retraining RayJob/RayCronJob runs ``python -m irec.pipeline --retrain``.
+On Kubernetes the retraining RayJob/RayCronJob runs ``python -m irec.pipeline --retrain`` (the
+same steps; with ``retraining.rollout.enabled`` it then rolls the RayService out).
 """
 
 from __future__ import annotations
@@ -44,19 +45,14 @@ def retrain_run(
 ) -> None:
     """Retrain on the dataset plus the logged events; promote only if the new model beats the
     champion on the same held-out recent window."""
-    from data.ingest import ingest
-    from features.build import build
-    from features.store import apply, open_store
-    from irec.pipeline import retrain
+    from irec.pipeline import refresh_features, retrain
 
     cfg = load_config(config, **{"training.window_days": window_days,
                                  "training.epochs": epochs})
     at = None if cutoff is None else _utc(pd.Timestamp(cutoff))
     with session("retrain", verbose) as console:
         try:
-            ingest(cfg.ingest, cfg.features.data_dir, log=console.echo)
-            build(cfg.features, log=console.echo)
-            apply(open_store(cfg.features), log=console.echo)
+            refresh_features(cfg, console.echo)
             report = retrain(cfg, log=console.echo, margin=margin, verbose=verbose, cutoff=at)
         except (IngestError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))

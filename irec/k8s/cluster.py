@@ -15,10 +15,13 @@ from kubernetes.client.exceptions import ApiException
 
 from irec.k8s.ops import (
     ORDER,
+    PREVIOUS_TAG,
+    app_status,
     is_hook,
     job_state,
-    rolled_out_to,
     rollout_patch,
+    rollout_state,
+    stage_tags,
     summarize,
 )
 
@@ -141,11 +144,43 @@ def follow_job(api: dynamic.DynamicClient, name: str, namespace: str, *, timeout
 
 def rollout(api: dynamic.DynamicClient, name: str, namespace: str, tag: str, *, app: str,
             timeout_s: float, poll_s: float, log: Callable[[str], None]) -> dict:
-    """Patch the RayService's serveConfigV2 to ``tag`` and wait until the app runs it."""
-    resource = _resource(api, RAY, "RayService")
+    """Patch the RayService's serveConfigV2 to ``tag`` and wait until the app runs it.
+
+    On DEPLOY_FAILED or a timeout the tag it had goes back, and the ClusterError says so."""
     current = get(api, RAY, "RayService", name, namespace)
-    _call(f"RayService/{name}", resource.patch, body=rollout_patch(current, tag, app),
-          name=name, namespace=namespace, content_type="application/merge-patch+json")
+    before = stage_tags(current, app)
+    _patch(api, name, namespace, rollout_patch(current, tag, app))
+    try:
+        return _wait_for(api, name, namespace, tag, app, timeout_s, poll_s, log)
+    except ClusterError as exc:
+        if len(before) != 1 or before == {tag}:
+            raise
+        previous = before.pop()
+        log(f"rollout: {exc}; putting {previous} back")
+        _patch(api, name, namespace, rollout_patch(get(api, RAY, "RayService", name, namespace),
+                                                   previous, app))
+        _wait_for(api, name, namespace, previous, app, timeout_s, poll_s, log)
+        raise ClusterError(f"{exc}; RayService/{name} runs {previous} again") from None
+
+
+def previous_tag(api: dynamic.DynamicClient, name: str, namespace: str) -> str:
+    """The tag the RayService ran before its last ``irec rollout`` (for ``--undo``)."""
+    service = get(api, RAY, "RayService", name, namespace)
+    tag = ((service.get("metadata") or {}).get("annotations") or {}).get(PREVIOUS_TAG)
+    if not tag:
+        raise ClusterError(f"RayService/{name} has no {PREVIOUS_TAG} annotation: it was not "
+                           "rolled out by `irec rollout`, nothing to undo")
+    return tag
+
+
+def _patch(api: dynamic.DynamicClient, name: str, namespace: str, body: dict) -> None:
+    resource = _resource(api, RAY, "RayService")
+    _call(f"RayService/{name}", resource.patch, body=body, name=name, namespace=namespace,
+          content_type="application/merge-patch+json")
+
+
+def _wait_for(api: dynamic.DynamicClient, name: str, namespace: str, tag: str, app: str,
+              timeout_s: float, poll_s: float, log: Callable[[str], None]) -> dict:
     began = time.monotonic()
     seen = None
     while True:
@@ -155,8 +190,12 @@ def rollout(api: dynamic.DynamicClient, name: str, namespace: str, tag: str, *, 
         if line != seen:
             log(f"  [{elapsed:6.0f}s] {line}")
             seen = line
-        if rolled_out_to(service, tag, app):
+        state = rollout_state(service, tag, app)
+        if state == "done":
             return service
+        if state == "failed":
+            raise ClusterError(f"RayService/{name}: {app} failed to deploy {tag} "
+                               f"({app_status(service, app)[1] or 'no message'})")
         if elapsed > timeout_s:
             raise ClusterError(f"RayService/{name} not running {tag} after {timeout_s:.0f}s "
                                f"(last: {line})")

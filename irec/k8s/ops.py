@@ -92,9 +92,24 @@ def rolled_out(rayservice: dict, tag: str, app: str = "irec") -> dict:
     return updated
 
 
+PREVIOUS_TAG = "irec.dev/previous-model-tag"  # RayService annotation: what --undo goes back to
+
+
 def rollout_patch(rayservice: dict, tag: str, app: str = "irec") -> dict:
-    """The merge patch that ``irec rollout`` sends."""
-    return {"spec": {"serveConfigV2": rolled_out(rayservice, tag, app)["spec"]["serveConfigV2"]}}
+    """The merge patch that ``irec rollout`` sends: the stages' tag, and the tag they had in
+    the ``PREVIOUS_TAG`` annotation (for ``--undo``)."""
+    patch = {"spec": {"serveConfigV2": rolled_out(rayservice, tag, app)["spec"]["serveConfigV2"]}}
+    before = stage_tags(rayservice, app)
+    if len(before) == 1:
+        patch["metadata"] = {"annotations": {PREVIOUS_TAG: before.pop()}}
+    return patch
+
+
+def stage_tags(rayservice: dict, app: str = "irec") -> set[str]:
+    """The model tags the stages of ``app`` are configured with."""
+    apps = {a["name"]: a for a in serve_app_config(rayservice).get("applications", [])}
+    return {(d.get("user_config") or {}).get("model_tag")
+            for d in apps.get(app, {}).get("deployments", [])} - {None}
 
 
 def app_status(rayservice: dict, app: str = "irec") -> tuple[str, str]:
@@ -104,15 +119,20 @@ def app_status(rayservice: dict, app: str = "irec") -> tuple[str, str]:
     return found.get("status", ""), found.get("message", "")
 
 
-def rolled_out_to(rayservice: dict, tag: str, app: str = "irec") -> bool:
-    """The operator saw the new spec, the app runs, and its stages are configured with ``tag``."""
+def rollout_state(rayservice: dict, tag: str, app: str = "irec") -> str:
+    """``done`` (the operator saw the new spec, the app runs, its stages are on ``tag``),
+    ``failed`` (it saw it and the app is DEPLOY_FAILED) or ``pending``."""
     meta, status = rayservice.get("metadata") or {}, rayservice.get("status") or {}
     seen = status.get("observedGeneration", 0) >= meta.get("generation", 0)
-    config = serve_app_config(rayservice)
-    apps = {a["name"]: a for a in config.get("applications", [])}
-    tags = {(d.get("user_config") or {}).get("model_tag")
-            for d in apps.get(app, {}).get("deployments", [])} - {None}
-    return seen and tags == {tag} and app_status(rayservice, app)[0] == "RUNNING"
+    if not seen or stage_tags(rayservice, app) != {tag}:
+        return "pending"
+    return {"RUNNING": "done", "DEPLOY_FAILED": "failed"}.get(app_status(rayservice, app)[0],
+                                                              "pending")
+
+
+def rolled_out_to(rayservice: dict, tag: str, app: str = "irec") -> bool:
+    """The operator saw the new spec, the app runs, and its stages are configured with ``tag``."""
+    return rollout_state(rayservice, tag, app) == "done"
 
 
 def job_state(job: dict) -> tuple[str, str, bool]:

@@ -199,6 +199,7 @@ def values_schema() -> dict:
         "schedule": obj({"enabled": BOOLEAN, "cron": CRON, "timeZone": string(minLength=1),
                          "suspend": BOOLEAN}),
         "job": obj({"enabled": BOOLEAN, "name": RAYJOB_NAME}),
+        "rollout": obj({"enabled": BOOLEAN, "timeoutSeconds": integer(1)}),
         "head": obj({"resources": REF["resources"], **scheduling(affinity=False)}),
         "workers": obj({
             "cpu": obj({"replicas": integer(), "resources": REF["resources"],

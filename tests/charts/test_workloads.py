@@ -88,7 +88,10 @@ def test_retraining_runs_the_training_pipeline_on_the_chart_config(rendered):
     assert (cron["schedule"], cron["timeZone"]) == ("0 2 * * *", "Europe/Berlin")
     job = cron["jobTemplate"]
     assert job["entrypoint"] == ("python -m irec.pipeline --config /etc/irec/platform.yaml "
-                                 "--margin 0.002")
+                                 "--margin 0.002 --retrain")
+    assert not by_kind(objects, "Role")  # retraining.rollout is off by default
+    head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["automountServiceAccountToken"] is False
     assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"],
             job["backoffLimit"]) == (True, 3600, 1)
     assert yaml.safe_load(job["runtimeEnvYAML"]) == {"env_vars": {"PYTHONUNBUFFERED": "1"}}
@@ -97,6 +100,32 @@ def test_retraining_runs_the_training_pipeline_on_the_chart_config(rendered):
     assert (config.training.num_workers, config.training.epochs) == (4, 40)
     assert config.training.storage_path == "/data/models/runs"
     assert config.features.online_store == "redis"
+
+
+def test_retraining_may_roll_out_only_this_releases_rayservice():
+    from irec.k8s.validate import validate
+
+    values = merge_values(ROOT_VALUES, {"retraining": {"rollout": {"enabled": True,
+                                                                   "timeoutSeconds": 600}}})
+    objects = render(values, release="irec", namespace="recs")
+    assert validate(objects) == []
+    job = one(objects, "RayCronJob")["spec"]["jobTemplate"]
+    service = one(objects, "RayService")["metadata"]["name"]
+    assert job["entrypoint"].endswith(
+        f"--retrain --rollout-service {service} --namespace recs --rollout-timeout 600")
+    role, binding = one(objects, "Role"), one(objects, "RoleBinding")
+    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayservices"],
+                              "resourceNames": [service], "verbs": ["get", "patch"]}]
+    (account,) = [o for o in by_kind(objects, "ServiceAccount")
+                  if o["metadata"]["name"].endswith("-rollout")]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": "recs"}]
+    head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert (head["serviceAccountName"], head["automountServiceAccountToken"]) == (
+        account["metadata"]["name"], True)
+    for group in job["rayClusterSpec"]["workerGroupSpecs"]:  # the workers get no token
+        assert group["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_training_entrypoint_parses(capsys):

@@ -15,10 +15,13 @@ from irec.cli import app
 from irec.config import PlatformConfig
 from irec.k8s.operator import operator_errors
 from irec.k8s.ops import (
+    PREVIOUS_TAG,
     deploy_objects,
     is_hook,
     job_state,
     rolled_out_to,
+    rollout_patch,
+    rollout_state,
     run_name,
     summarize,
 )
@@ -133,6 +136,10 @@ def test_objects_the_operator_would_refuse_are_refused_like_schema_errors(monkey
     (["deploy", "render", "-p", "nope"], "no profile 'nope'"),
     (["rollout", "--model-tag", "x:1", "--dry-run", "--app", "other", *SECRET], "other"),
     (["deploy", "status"], "no Kubernetes cluster configured"),
+    (["rollout", "--model-tag", "champion", *SECRET], "moves"),
+    (["rollout", "--model-tag", "interest:latest", *SECRET], "moves"),
+    (["rollout", "--undo", "--dry-run", *SECRET], "no --dry-run"),
+    (["rollout", "--undo", "--model-tag", "interest:v1", *SECRET], "exactly one"),
     (["retrain", "submit", *SECRET], "no Kubernetes cluster configured"),
 ])
 def test_bad_values_and_no_cluster_are_clear_errors(args, message):
@@ -167,6 +174,17 @@ def test_rollout_waits_for_the_operator_and_the_app():
     assert not rolled_out_to(rayservice(3, 3, "interest:v7", "DEPLOYING"), "interest:v7")
     assert not rolled_out_to(done, "interest:v8")
     assert summarize(done) == "RayService/irec-serve: ready=True app=RUNNING"
+
+
+def test_a_rollout_records_what_it_replaces_and_sees_a_failed_deploy():
+    before = rayservice(3, 3, "interest:v6", "RUNNING")
+    patch = rollout_patch(before, "interest:v7")
+    assert patch["metadata"] == {"annotations": {PREVIOUS_TAG: "interest:v6"}}
+    assert rollout_state(rayservice(4, 4, "interest:v7", "DEPLOY_FAILED"), "interest:v7") == \
+        "failed"
+    assert rollout_state(rayservice(4, 3, "interest:v7", "DEPLOY_FAILED"), "interest:v7") == \
+        "pending"  # the operator has not seen the patch yet: the old app's status
+    assert rollout_state(rayservice(4, 4, "interest:v7", "RUNNING"), "interest:v7") == "done"
 
 
 @pytest.mark.parametrize("status, finished", [

@@ -157,3 +157,44 @@ def test_grpc_add_items_and_the_cli_add_like_http(trained, served, tokens, tmp_p
     bad.write_text("raw_item_id,title\nok-1,Fine\nbad id,Broken\n")
     refused = CliRunner().invoke(app, [*args[:2], "--file", str(bad), *args[4:]])
     assert refused.exit_code != 0 and "row 3" in refused.output, refused.output
+
+
+def test_after_retraining_an_item_known_only_from_the_logs_is_trained_on_and_served(
+        opera, served, tokens, ml100k_workspace, dataset_end, tmp_path):
+    """The steps of `irec retrain run` on the live workspace: the added item and the logged
+    events naming it are folded in, trained on, and the new model is rolled out."""
+    from data.ingest import ingest
+    from features.build import build
+    from features.store import apply
+    from irec.pipeline import retrain
+    from ray_apps.rollout import rollout
+    from serving import package
+
+    quiet = lambda _: None  # noqa: E731
+    month_before = dataset_end - 30 * 86_400  # before the held-out week: trained on
+    users = range(900_500, 900_540)
+    events = [EventIn(event_id=f"retrain-{user}-{k}", user_id=user, item_id=item,
+                      timestamp=month_before + 3600 * n + 60 * k, rating=5.0)
+              for n, user in enumerate(users) for k, item in enumerate([50, opera, 172, 181, 82])]
+    writer = HTTPClient(served.http, token=tokens["write"])
+    assert len(writer.log_events(EventsRequest(events=events)).accepted) == len(events)
+
+    cfg = PlatformConfig.load("configs/tiny.yaml", {
+        "features.repo_path": str(ml100k_workspace.repo_path),
+        "training.storage_path": str(tmp_path / "runs")})
+    ingest(cfg.ingest, cfg.features.data_dir, log=quiet)
+    items = pd.read_parquet(ml100k_workspace.data_dir / "items.parquet").set_index("item_id")
+    assert items.loc[opera, "raw_item_id"] == "space-opera-1"  # folded in, same id
+    build(cfg.features, log=quiet)
+    apply(open_store(cfg.features), log=quiet)
+    report = retrain(cfg, log=quiet, cutoff=pd.Timestamp(dataset_end, unit="s", tz="UTC"))
+    model = package.load(report["model"])
+    assert model.model.cfg.num_items >= opera
+    assert "space-opera-1" in set(model.items.raw_item_id)
+
+    rollout(report["model"], "irec", timeout_s=300)  # whatever the gate said: serve it
+    history = [HistoryEvent(item_id=50, timestamp=dataset_end - 3600, rating=5.0)]
+    answer = served.client().recommend(RecommendRequest(history=history, n=50))
+    rank = _rank(answer, opera)
+    assert rank is not None, [i.title for i in answer.items]
+    assert answer.model == report["model"] and not answer.items[rank - 1].explanation.new

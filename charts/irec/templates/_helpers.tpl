@@ -47,6 +47,10 @@ Call with (list $ "suffix" max).
 {{- include "irec.boundedName" (list . "" 47) -}}
 {{- end -}}
 
+{{- define "irec.rolloutAccountName" -}}
+{{- include "irec.boundedName" (list . "rollout" 63) -}}
+{{- end -}}
+
 {{- define "irec.rayCronJobName" -}}
 {{- include "irec.boundedName" (list . "retrain" 36) -}}
 {{- end -}}

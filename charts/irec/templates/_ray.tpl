@@ -8,7 +8,8 @@ Redis env (irec.baseEnv): KubeRay passes the password from gcsFaultToleranceOpti
 pods mount the API token file (serving.auth) at /etc/irec/auth, head and workers alike (Ingress
 replicas land on any of them); the serving workers spread over nodes (topologySpread).
 kubeRayServiceAccount: leave the ServiceAccount to KubeRay, which gives the autoscaler on the
-head its RBAC.
+head its RBAC. apiAccount: run as this ServiceAccount, with its token (the retraining head that
+rolls the RayService out).
 */}}
 {{- define "irec.rayPodTemplate" -}}
 {{- $ctx := .ctx -}}
@@ -21,6 +22,9 @@ metadata:
     {{- include "irec.labels" (list $ctx .component) | nindent 4 }}
 spec:
   {{- if .kubeRayServiceAccount }}
+  automountServiceAccountToken: true
+  {{- else if .apiAccount }}
+  serviceAccountName: {{ .apiAccount }}
   automountServiceAccountToken: true
   {{- else }}
   serviceAccountName: {{ include "irec.serviceAccountName" $ctx }}

@@ -1,9 +1,12 @@
 {{/*
 The RayJob spec of a retraining run, shared by the one-off RayJob and the RayCronJob's
-jobTemplate: `python -m irec.pipeline` with the platform config of the ConfigMap (the k8s
-preset plus retraining.training). It trains with Ray Train on the worker group, evaluates,
-saves the model in the BentoML store on the model volume and promotes it if it beats the
-champion; in objectStore mode the new model is then exported for the serving pods.
+jobTemplate: `python -m irec.pipeline --retrain` with the platform config of the ConfigMap (the
+k8s preset plus retraining.training). It ingests and builds the features with the logged
+events, trains with Ray Train on the worker group on all but the newest window, scores the new
+model and the champion on that window, saves the model in the BentoML store on the model volume
+and promotes it if it wins there; in objectStore mode the new model is then exported for the
+serving pods. With retraining.rollout.enabled it then rolls the RayService out to it, as the
+ServiceAccount of retraining/rbac.yaml.
 ttlSecondsAfterFinished only with shutdownAfterJobFinishes: KubeRay refuses a TTL on a RayJob
 that keeps its cluster (there is nothing for the TTL to delete). Every run has a deadline
 (activeDeadlineSeconds) and its Ray cluster Ray token authentication (irec.rayAuthOptions).
@@ -11,7 +14,10 @@ that keeps its cluster (there is nothing for the TTL to delete). Every run has a
 {{- define "irec.retrainingSpec" -}}
 {{- $r := .Values.retraining -}}
 {{- $paths := fromYaml (include "irec.mountPaths" .) -}}
-{{- $entrypoint := printf "python -m irec.pipeline --config %s/platform.yaml --margin %v" $paths.config $r.margin -}}
+{{- $entrypoint := printf "python -m irec.pipeline --config %s/platform.yaml --margin %v --retrain" $paths.config $r.margin -}}
+{{- if $r.rollout.enabled -}}
+{{- $entrypoint = printf "%s --rollout-service %s --namespace %s --rollout-timeout %v" $entrypoint (include "irec.rayServiceName" .) .Release.Namespace $r.rollout.timeoutSeconds -}}
+{{- end -}}
 {{- if eq .Values.modelStore.mode "objectStore" -}}
 {{- $entrypoint = printf "%s && bentoml models export interest:latest %s/" $entrypoint (trimSuffix "/" .Values.modelStore.objectStore.url) -}}
 {{- end -}}
@@ -59,7 +65,7 @@ rayClusterSpec:
     rayStartParams:
       {{- include "irec.headStartParams" . | nindent 6 }}
     template:
-      {{- include "irec.rayPodTemplate" (dict "ctx" . "component" "retraining" "role" "head" "group" $r.head) | nindent 6 }}
+      {{- include "irec.rayPodTemplate" (dict "ctx" . "component" "retraining" "role" "head" "group" $r.head "apiAccount" (and $r.rollout.enabled (include "irec.rolloutAccountName" .))) | nindent 6 }}
   workerGroupSpecs:
     - groupName: cpu
       replicas: {{ $r.workers.cpu.replicas }}
