@@ -21,6 +21,7 @@ online store with Feast's ``write_to_online_store``; the serving stages read the
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from data.catalogue_log import CatalogueLog, NewItem
-from features.live import online_kind, redis_client, sqlite_path
+from features.live import immediate, online_kind, redis_client, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,21 @@ class _SqliteIds:
 
     def __init__(self, path: Path, busy_timeout_s: float) -> None:
         self.path, self.busy_timeout_s = path, busy_timeout_s
-        with self._connect() as conn:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (raw_item_id TEXT PRIMARY "
-                         "KEY, item_id INTEGER NOT NULL UNIQUE)")
+        self.readers = threading.local()  # reads run per Retrieval batch: one connection each
+        self._reader().execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (raw_item_id TEXT "
+                               "PRIMARY KEY, item_id INTEGER NOT NULL UNIQUE)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for reads (autocommit: each read sees the latest)."""
+        if not hasattr(self.readers, "conn"):
+            self.readers.conn = self._connect()
+        return self.readers.conn
+
     def allocate(self, raw_ids: list[str], base: int) -> dict[str, tuple[int, bool]]:
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # one allocator at a time, across processes
+        with immediate(self._connect()) as conn:  # one allocator at a time, across processes
             marks = ",".join("?" * len(raw_ids))
             got = {raw: (item_id, False) for raw, item_id in conn.execute(
                 f"SELECT raw_item_id, item_id FROM {self.TABLE} WHERE raw_item_id IN ({marks})",
@@ -113,25 +118,16 @@ class _SqliteIds:
                     got[raw] = (top, True)
             conn.executemany(f"INSERT INTO {self.TABLE} VALUES (?, ?)",
                              [(raw, item_id) for raw, (item_id, new) in got.items() if new])
-            conn.execute("COMMIT")
-            return got
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+        return got
 
     def top(self) -> int:
-        with self._connect() as conn:
-            return conn.execute(f"SELECT max(item_id) FROM {self.TABLE}").fetchone()[0] or 0
+        return self._reader().execute(f"SELECT max(item_id) FROM {self.TABLE}").fetchone()[0] or 0
 
     def raw_ids(self, item_ids: list[int]) -> dict[int, str]:
         marks = ",".join("?" * len(item_ids))
-        with self._connect() as conn:
-            return {i: raw for raw, i in conn.execute(
-                f"SELECT raw_item_id, item_id FROM {self.TABLE} WHERE item_id IN ({marks})",
-                item_ids)}
+        return {i: raw for raw, i in self._reader().execute(
+            f"SELECT raw_item_id, item_id FROM {self.TABLE} WHERE item_id IN ({marks})",
+            item_ids)}
 
 
 # KEYS: the raw id -> id hash, the largest id given, the id -> raw id hash; ARGV: the base

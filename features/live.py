@@ -34,7 +34,8 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,6 +220,23 @@ Merge = Callable[[set[str], dict[int, Rows], dict[int, Rows]],
                  tuple[list[str], dict[int, Rows], dict[int, Rows]]]
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``conn`` (autocommit mode) inside ``BEGIN IMMEDIATE``: the write lock at once, so no
+    other writer, in any process, interleaves. Committed when the block ends, rolled back
+    when it raises, closed either way."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
 class SqliteBackend:
     """One ``BEGIN IMMEDIATE`` transaction per batch on the Feast SQLite database (WAL)."""
 
@@ -244,9 +262,7 @@ class SqliteBackend:
                                detect_types=sqlite3.PARSE_DECLTYPES)
 
     def transact(self, users: list[int], items: list[int], ids: list[str], merge: Merge) -> None:
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # the write lock now: no other writer interleaves
+        with immediate(self._connect()) as conn:
             marks = ",".join("?" * len(ids))
             seen = {r[0] for r in conn.execute(
                 f"SELECT event_id FROM {self.DEDUP_TABLE} WHERE event_id IN ({marks})", ids)}
@@ -273,13 +289,6 @@ class SqliteBackend:
                              [(i, wall) for i in fresh])
             conn.execute(f"DELETE FROM {self.DEDUP_TABLE} WHERE seen_at < ?",
                          (wall - self.dedup_ttl_s,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
 
     def _key(self, name: str, value: int) -> bytes:
         return serialize_entity_key(entity_key(name, value),

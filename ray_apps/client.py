@@ -65,6 +65,14 @@ class HTTPClient:
             raise APIError(reply.status_code, message)
         return reply.json()
 
+    def _call(self, method, message):
+        """One unary call with the client's token and deadline; a refusal is an APIError with
+        the gRPC status name."""
+        try:
+            return method(message, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise APIError(exc.code().name, exc.details() or "") from exc
+
     def health(self) -> Health:
         reply = self.session.get(f"{self.url}/healthz", timeout=self.timeout_s)
         reply.raise_for_status()
@@ -90,10 +98,7 @@ class GRPCClient:
                 event.rating = e.rating
         if "n" in request.model_fields_set:
             message.n = request.n
-        try:
-            reply = self.stub.Recommend(message, metadata=self.metadata, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise APIError(exc.code().name, exc.details() or "") from exc
+        reply = self._call(self.stub.Recommend, message)
         fields = MessageToDict(reply, preserving_proto_field_name=True,
                                always_print_fields_with_no_presence=True)
         for item in fields.get("items", []):
@@ -111,10 +116,7 @@ class GRPCClient:
                 event.timestamp = e.timestamp
             if e.rating is not None:
                 event.rating = e.rating
-        try:
-            reply = self.stub.LogEvents(message, metadata=self.metadata, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise APIError(exc.code().name, exc.details() or "") from exc
+        reply = self._call(self.stub.LogEvents, message)
         return EventsResponse(accepted=list(reply.accepted), duplicates=list(reply.duplicates),
                               latency_ms=dict(reply.latency_ms))
 
@@ -125,13 +127,18 @@ class GRPCClient:
                                      text=i.text)
             if i.year is not None:
                 item.year = i.year
-        try:
-            reply = self.stub.AddItems(message, metadata=self.metadata, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise APIError(exc.code().name, exc.details() or "") from exc
+        reply = self._call(self.stub.AddItems, message)
         return ItemsResponse(items=[AddedItem(raw_item_id=i.raw_item_id, item_id=i.item_id,
                                               new=i.new) for i in reply.items],
                              latency_ms=dict(reply.latency_ms))
+
+    def _call(self, method, message):
+        """One unary call with the client's token and deadline; a refusal is an APIError with
+        the gRPC status name."""
+        try:
+            return method(message, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise APIError(exc.code().name, exc.details() or "") from exc
 
     def health(self) -> Health:
         reply = self.stub.Health(pb.HealthRequest(), metadata=self.metadata,

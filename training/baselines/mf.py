@@ -51,17 +51,28 @@ class BiasedMF(nn.Module):
 
 def evaluate_bpr(data: SequenceData, dim: int = 64, epochs: int = 30, lr: float = 5e-3,
                  reg: float = 1e-5, batch: int = 2048, seed: int = 0) -> dict[str, float]:
+    model = fit_bpr(data.seen_users, data.seen_items, len(data.test.users), data.num_items,
+                    dim=dim, epochs=epochs, lr=lr, reg=reg, batch=batch, seed=seed)
+    with torch.no_grad():
+        ranks = rank_split(lambda rows: model.scores(torch.from_numpy(rows)), data, data.test)
+    return ranking_metrics(ranks)
+
+
+def fit_bpr(user_rows: np.ndarray, item_ids: np.ndarray, num_users: int, num_items: int,
+            dim: int = 64, epochs: int = 30, lr: float = 5e-3, reg: float = 1e-5,
+            batch: int = 2048, seed: int = 0) -> BPRMF:
+    """BPR-MF over (user row, item) interactions, one uniform negative each."""
     torch.manual_seed(seed)
-    model = BPRMF(len(data.test.users), data.num_items, dim)
+    model = BPRMF(num_users, num_items, dim)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    users = torch.from_numpy(data.seen_users)
-    items = torch.from_numpy(data.seen_items)
+    users = torch.from_numpy(np.asarray(user_rows, dtype=np.int64))
+    items = torch.from_numpy(np.asarray(item_ids, dtype=np.int64))
     for _ in range(epochs):
         order = torch.randperm(len(users))
         for s in range(0, len(order), batch):
             idx = order[s:s + batch]
             u, pos = users[idx], items[idx]
-            neg = torch.randint(1, data.num_items + 1, (len(idx),))
+            neg = torch.randint(1, num_items + 1, (len(idx),))
             pu = model.user(u)
             diff = (pu * model.item(pos)).sum(-1) - (pu * model.item(neg)).sum(-1)
             loss = -F.logsigmoid(diff).mean() + reg * (pu.pow(2).sum() + model.item(pos)
@@ -69,9 +80,7 @@ def evaluate_bpr(data: SequenceData, dim: int = 64, epochs: int = 30, lr: float 
             opt.zero_grad()
             loss.backward()
             opt.step()
-    with torch.no_grad():
-        ranks = rank_split(lambda rows: model.scores(torch.from_numpy(rows)), data, data.test)
-    return ranking_metrics(ranks)
+    return model
 
 
 def fit_biased_mf(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, num_users: int,

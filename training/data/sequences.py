@@ -71,7 +71,7 @@ class SequenceData:
         return cls(**d)
 
 
-def _pad(lists, length: int, dtype, fill) -> np.ndarray:
+def pad(lists, length: int, dtype, fill) -> np.ndarray:
     out = np.full((len(lists), length), fill, dtype=dtype)
     for row, values in enumerate(lists):
         if values is not None and len(values):
@@ -86,9 +86,9 @@ def split_of(users: np.ndarray, hist: pd.DataFrame, targets: pd.DataFrame,
     ``event_timestamp``), row for row."""
     return Split(
         users=users,
-        items=_pad(hist.hist_item_ids, max_len, np.int64, 0),
-        ratings=_pad(hist.hist_ratings, max_len, np.float32, np.nan),
-        stamps=_pad(hist.hist_timestamps, max_len, np.int64, 0),
+        items=pad(hist.hist_item_ids, max_len, np.int64, 0),
+        ratings=pad(hist.hist_ratings, max_len, np.float32, np.nan),
+        stamps=pad(hist.hist_timestamps, max_len, np.int64, 0),
         target_item=targets.item_id.to_numpy(np.int64),
         target_rating=targets.rating.to_numpy(np.float32),
         target_ts=(targets.event_timestamp.astype("int64") // 10**6).to_numpy(),
