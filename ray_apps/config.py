@@ -282,11 +282,17 @@ def with_model_tag(config: dict, tag: str, app: str = "irec") -> dict:
     alone makes the change a ``reconfigure`` of the running replicas (no restart, no lost
     request). This is what ``irec rollout`` writes into the RayService's serveConfigV2.
     """
+    return with_user_config(config, {"model_tag": tag}, app)
+
+
+def with_user_config(config: dict, changes: dict, app: str = "irec") -> dict:
+    """A copy of a Serve config where every stage of ``app`` whose ``user_config`` has one of
+    the keys of ``changes`` gets its value (a reconfigure, see ``with_model_tag``)."""
     updated = copy.deepcopy(config)
     apps = {a["name"]: a for a in updated["applications"]}
     if app not in apps:
         raise KeyError(f"no application {app!r} in the config; it has {sorted(apps)}")
     for deployment in apps[app]["deployments"]:
-        if "model_tag" in (deployment.get("user_config") or {}):
-            deployment["user_config"]["model_tag"] = tag
+        knobs = deployment.get("user_config") or {}
+        knobs.update({k: v for k, v in changes.items() if k in knobs})
     return updated
