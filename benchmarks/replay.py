@@ -128,13 +128,13 @@ class Frozen:
     """(a): the packaged model over the histories (and seen items) as of the cut; a user new
     since then gets what a cold start got at the cut: popularity."""
 
-    def __init__(self, cfg: PlatformConfig, tag: str, cut: int, num_items: int) -> None:
+    def __init__(self, cfg: PlatformConfig, events: pd.DataFrame, tag: str, cut: int,
+                 num_items: int) -> None:
         from features.store import open_store, training_set
         from serving import package
         from training.data.sequences import HISTORY, pad
 
         model = package.load(tag).model
-        events = pd.read_parquet(cfg.features.data_dir / "events.parquet")
         users = np.sort(events.user_id.unique())
         at = pd.Timestamp(cut, unit="s", tz="UTC")
         hist = training_set(open_store(cfg.features),
@@ -163,8 +163,7 @@ class Frozen:
 class LivePopularity:
     """(d): counts of every event so far, seen items live."""
 
-    def __init__(self, cfg: PlatformConfig, num_items: int) -> None:
-        events = pd.read_parquet(cfg.features.data_dir / "events.parquet")
+    def __init__(self, events: pd.DataFrame, num_items: int) -> None:
         self.counts = np.bincount(events.item_id, minlength=num_items + 1).astype(np.float64)
         self.seen = events.groupby("user_id").item_id.agg(set).to_dict()
 
@@ -180,12 +179,11 @@ class CutBPR(LivePopularity):
     """(e): BPR-MF fitted on the events before the cut, seen items live; a user new since
     then gets popularity as of the cut."""
 
-    def __init__(self, cfg: PlatformConfig, num_items: int, seed: int) -> None:
+    def __init__(self, events: pd.DataFrame, num_items: int, seed: int) -> None:
         from training.baselines.mf import fit_bpr
 
-        super().__init__(cfg, num_items)
+        super().__init__(events, num_items)
         self.popular = self.counts.copy()
-        events = pd.read_parquet(cfg.features.data_dir / "events.parquet")
         model = fit_bpr(events.user_id.to_numpy(), events.item_id.to_numpy(),
                         int(events.user_id.max()) + 1, num_items, seed=seed)
         with torch.no_grad():
@@ -281,9 +279,10 @@ def run(cfg: PlatformConfig, options: argparse.Namespace, root: Path, echo) -> d
     cfg, tag, stream, cut = prepare(cfg, root, options.cut, echo)
     stream = known_stream(cfg, stream.head(options.limit) if options.limit else stream)
     num_items = read_manifest(cfg.features.data_dir)["counts"]["items"]
-    systems = {"(a) frozen at the cut": Frozen(cfg, tag, cut, num_items),
-               "(d) popularity, live": LivePopularity(cfg, num_items),
-               "(e) BPR-MF at the cut": CutBPR(cfg, num_items, cfg.training.seed)}
+    events = pd.read_parquet(cfg.features.data_dir / "events.parquet")  # the cut's
+    systems = {"(a) frozen at the cut": Frozen(cfg, events, tag, cut, num_items),
+               "(d) popularity, live": LivePopularity(events, num_items),
+               "(e) BPR-MF at the cut": CutBPR(events, num_items, cfg.training.seed)}
     ranks = replay(stream, systems, echo)
     ensure_local_token(cfg.serving.auth)
     token = client_token(cfg.serving.auth, "write")

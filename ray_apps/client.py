@@ -65,14 +65,6 @@ class HTTPClient:
             raise APIError(reply.status_code, message)
         return reply.json()
 
-    def _call(self, method, message):
-        """One unary call with the client's token and deadline; a refusal is an APIError with
-        the gRPC status name."""
-        try:
-            return method(message, metadata=self.metadata, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise APIError(exc.code().name, exc.details() or "") from exc
-
     def health(self) -> Health:
         reply = self.session.get(f"{self.url}/healthz", timeout=self.timeout_s)
         reply.raise_for_status()

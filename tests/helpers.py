@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -153,3 +154,37 @@ def redis_env(connection: str | None):
             os.environ.pop("REDIS_CONNECTION_STRING")
             if previous is not None:
                 os.environ["REDIS_CONNECTION_STRING"] = previous
+
+
+class RequestStream:
+    """``recommend`` for user 42 back to back in a thread: the model tag of every answer in
+    ``seen``, every exception in ``failures``. A context manager: stops and joins on exit."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.seen: list[str] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        from ray_apps.schemas import RecommendRequest
+
+        while not self.stop.is_set():
+            try:
+                self.seen.append(self.client.recommend(RecommendRequest(user_id=42, n=5)).model)
+            except Exception as exc:  # noqa: BLE001 (every failure is what we count)
+                self.failures.append(repr(exc))
+
+    def wait_for(self, more: int, timeout_s: float, what: str) -> None:
+        """Until ``more`` answers beyond those seen now (or a failure)."""
+        after = len(self.seen)
+        wait_until(lambda: len(self.seen) >= after + more or self.failures, timeout_s, what)
+
+    def __enter__(self) -> RequestStream:
+        self.worker.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        self.worker.join(timeout=60)  # the request in flight ends within the client's 30 s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ray_apps.models import ContractError
 from ray_apps.schemas import RecommendRequest
 from serving import recommend_pb2 as pb
 from serving import recommend_pb2_grpc as pb_grpc
-from tests.helpers import wait_until
+from tests.helpers import RequestStream
 from tests.ray_apps.conftest import save_model
 
 
@@ -55,33 +54,16 @@ def test_expired_features_fall_back_to_popularity_within_intent(served, app_args
 
 def test_hot_swap_under_a_stream_of_requests_loses_none(served, app_args, untrained):
     new_tag = save_model(untrained, seed_offset=0.01)
-    client = served.client()
-    seen: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(client.recommend(RecommendRequest(user_id=42, n=5)).model)
-            except Exception as exc:  # noqa: BLE001 (every failure is what we count)
-                failures.append(repr(exc))
-
-    worker = threading.Thread(target=stream)
-    worker.start()
     config = serve_config({"irec": app_args})
     try:
-        wait_until(lambda: len(seen) >= 5 or failures, 120,
-                   f"5 answers from {app_args.serving.model_tag} before the swap")
-        apply(with_model_tag(config, new_tag))
-        before = len(seen)
-        wait_until(lambda: len(seen) >= before + 20 or failures, 300,
-                   f"20 answers after the swap to {new_tag}")
+        with RequestStream(served.client()) as stream:
+            stream.wait_for(5, 120, f"5 answers from {app_args.serving.model_tag} before the swap")
+            apply(with_model_tag(config, new_tag))
+            stream.wait_for(20, 300, f"20 answers after the swap to {new_tag}")
     finally:
-        stop.set()
-        worker.join(timeout=60)  # the request in flight ends within the client's 30 s
         apply(config)
-    assert not worker.is_alive(), "the request stream did not stop within 60 s"
+    assert not stream.worker.is_alive(), "the request stream did not stop within 60 s"
+    seen, failures = stream.seen, stream.failures
     assert not failures, failures[:3]
     assert seen[0] == app_args.serving.model_tag and set(seen[-10:]) == {new_tag}
     swaps = sum(a != b for a, b in zip(seen, seen[1:], strict=False))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import pytest
 from ray import serve
@@ -21,7 +20,7 @@ from ray_apps.rollout import (
 )
 from ray_apps.schemas import RecommendRequest
 from serving import package
-from tests.helpers import replica_pids, wait_until
+from tests.helpers import RequestStream, replica_pids, wait_until
 from tests.ray_apps.conftest import save_model
 
 
@@ -88,34 +87,16 @@ def test_rollout_and_undo_under_a_stream_of_requests_lose_none(versions, served)
     from irec.cli import app
 
     first, second = versions
-    client = served.client()
-    seen: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(client.recommend(RecommendRequest(user_id=42, n=5)).model)
-            except Exception as exc:  # noqa: BLE001 (every failure is what we count)
-                failures.append(repr(exc))
-
-    worker = threading.Thread(target=stream)
-    worker.start()
-    try:
-        wait_until(lambda: len(seen) >= 5 or failures, 120, "answers before the rollout")
+    with RequestStream(served.client()) as stream:
+        stream.wait_for(5, 120, "answers before the rollout")
         rolled = rollout(second)
         assert (rolled.previous, rolled.current) == (first, second)
-        after = len(seen)
-        wait_until(lambda: len(seen) >= after + 10 or failures, 300, "answers after it")
+        stream.wait_for(10, 300, "answers after it")
         back = CliRunner().invoke(app, ["rollout", "--local", "--undo"])
         assert back.exit_code == 0, back.output
         assert f"runs {first} (was {second}" in back.output, back.output
-        after = len(seen)
-        wait_until(lambda: len(seen) >= after + 10 or failures, 300, "answers after undo")
-    finally:
-        stop.set()
-        worker.join(timeout=60)
+        stream.wait_for(10, 300, "answers after undo")
+    seen, failures = stream.seen, stream.failures
     assert not failures, failures[:3]
     assert second in seen and seen[-1] == first
     assert served_tag(deployed_config(), "irec") == first
