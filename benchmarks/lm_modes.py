@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["frozen", "finetune", "lora"])
     args = parser.parse_args(argv)
     cfg = PlatformConfig.load(args.config, {"features.repo_path": args.repo_path})
-    data = prepare_data(cfg.features, log=lambda _: None)
+    data = prepare_data(cfg.features, cfg.training, log=lambda _: None)
     results = [bench(cfg, data, mode, args.epochs) for mode in args.modes]
     print(json.dumps({"torch_threads": torch.get_num_threads(), "results": results}, indent=2))
 

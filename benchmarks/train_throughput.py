@@ -63,7 +63,7 @@ def main() -> None:
         "training.patience": args.epochs + 1, "training.storage_path": args.storage_path,
         "training.run_name": f"throughput-{int(time.time())}"})
     torch.set_num_threads(1)  # the Ray worker gets 1 CPU: give the plain loop the same
-    data = prepare_data(cfg.features, log=lambda _: None)
+    data = prepare_data(cfg.features, cfg.training, log=lambda _: None)
 
     plain = plain_loop(cfg, data, args.epochs)
 

@@ -159,7 +159,7 @@ def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
     verb = "resuming" if cfg.training.resume else "run"
     log(f"train: {verb} {run_id} in {folder}")
     events = training_events(cfg.features, log)
-    data = prepare_data(cfg.features, log, events=events)
+    data = prepare_data(cfg.features, cfg.training, log, events=events)
     trained = train(cfg, data, run_id, log)
     test = evaluate(trained, data)
     table = {"interest transformer": test, **baselines(cfg, data, run_id, log)}
@@ -235,7 +235,7 @@ def retrain(cfg: PlatformConfig, log: Log = print, margin: float = 0.0, verbose:
     events = training_events(cfg.features, log)
     start, end = bounds(events, cfg.training.window_days, cutoff)
     before = events[events.event_timestamp < start]
-    data = prepare_data(cfg.features, log, events=before)
+    data = prepare_data(cfg.features, cfg.training, log, events=before)
     window = build_window(open_store(cfg.features), events, start, end,
                           cfg.features.history_length, data.num_items, log)
     trained = train(cfg, data, run_id, log)

@@ -18,7 +18,6 @@ the args into ``AppArgs``.)
 
 import time
 
-import bentoml
 from ray import serve
 from ray.serve._private.build_app import build_app as build_deployments
 from ray.serve.config import gRPCOptions
@@ -30,7 +29,7 @@ from ray_apps.config import AppArgs, ServingConfig
 from ray_apps.events import Events
 from ray_apps.ingress import Ingress
 from ray_apps.intent import Intent
-from ray_apps.models import check_contract, check_data, resolve_tag
+from ray_apps.models import check_contract, check_data, concrete_tag, resolve_tag
 from ray_apps.ranking import Ranking
 from ray_apps.retrieval import Retrieval
 from ray_apps.schemas import MAX_BODY_BYTES
@@ -126,9 +125,8 @@ def preflight(args: AppArgs) -> str:
 def pinned(args: AppArgs) -> AppArgs:
     """``args`` with its model tag resolved (``champion``, ``name:latest``) to a concrete one:
     a replica restarted after a later promote must load the version its peers serve."""
-    tag = str(bentoml.models.get(resolve_tag(args.serving.model_tag)).tag)
     return args.model_copy(update={"serving": args.serving.model_copy(
-        update={"model_tag": tag})})
+        update={"model_tag": concrete_tag(args.serving.model_tag)})})
 
 
 def deploy(apps: dict[str, AppArgs], *, check: bool = True, timeout_s: float = 600.0) -> dict:

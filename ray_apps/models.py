@@ -29,6 +29,7 @@ import torch
 
 from data.ingest import read_manifest
 from features.store import FeatureStore, online_features, schema_hash
+from ray_apps import pins
 from serving import package
 from training.models.interest import InterestTransformer
 
@@ -89,6 +90,11 @@ def resolve_tag(tag: str) -> str:
                               "(run training, or `irec promote <tag>`)")
         return current
     return tag
+
+
+def concrete_tag(tag: str) -> str:
+    """The concrete ``name:version`` that ``tag`` names in the model store now."""
+    return str(bentoml.models.get(resolve_tag(tag)).tag)
 
 
 def check_contract(metadata: dict, store: FeatureStore, tag: str) -> None:
@@ -238,12 +244,13 @@ class ModelCache:
     def load(self, tag: str) -> ServingModel:
         """Load ``tag`` fully without making it current (the caller switches ``current``).
 
-        ``champion`` and ``name:latest`` are resolved to a concrete tag here, once. A store
-        that cannot give the model (missing, unreadable, unmounted) is one ``ModelStoreError``
-        line naming the tag and the store: what Serve shows as the deployment's failure.
+        ``champion`` and ``name:latest`` are resolved to a concrete tag here, once per app
+        (``ray_apps.pins``). A store that cannot give the model (missing, unreadable,
+        unmounted) is one ``ModelStoreError`` line naming the tag and the store: what Serve
+        shows as the deployment's failure.
         """
         try:
-            return self.get(str(bentoml.models.get(resolve_tag(tag)).tag))
+            return self.get(pins.resolve(tag, concrete_tag))
         except (bentoml.exceptions.BentoMLException, LookupError, OSError) as exc:
             home = os.environ.get("BENTOML_HOME", "~/bentoml")
             raise ModelStoreError(f"model_tag {tag!r}: the model store at {home} cannot give "

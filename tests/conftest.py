@@ -106,7 +106,7 @@ def untrained(ml100k_workspace):
 
     cfg = PlatformConfig.load("configs/tiny.yaml",
                               {"features.repo_path": str(ml100k_workspace.repo_path)})
-    data = prepare_data(cfg.features, log=lambda _: None)
+    data = prepare_data(cfg.features, cfg.training, log=lambda _: None)
     torch.manual_seed(0)
     mcfg = model_config(cfg.training, cfg.features, data, cfg.ingest.rating_max,
                         log=lambda _: None)

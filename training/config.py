@@ -21,6 +21,11 @@ class TrainingConfig(StrictModel):
     # Learning rate of the trained LM parameters (lm_mode finetune/lora).
     lm_lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    # Training windows: a user's history feeds at most features.history_length events, so a
+    # longer one also trains through earlier windows, the histories as of every
+    # window_stride-th event back from the validation target (point in time, from Feast).
+    # 0: only the last window. Below history_length, every event is a target.
+    window_stride: int = Field(0, ge=0)
     # Stop when validation NDCG@10 has not improved for this many epochs.
     patience: int = Field(5, ge=1)
     seed: int = 0

@@ -75,15 +75,17 @@ def training_events(features: FeatureConfig, log: Callable[[str], None] = print)
     return dataset_events(pd.read_parquet(features.data_dir / "events.parquet"), logged)
 
 
-def prepare_data(features: FeatureConfig, log: Callable[[str], None] = print,
+def prepare_data(features: FeatureConfig, training: TrainingConfig,
+                 log: Callable[[str], None] = print,
                  events: pd.DataFrame | None = None) -> SequenceData:
     """Leave-one-out sequences from the Feast offline store (point-in-time correct), over
-    ``events`` (default: ``training_events``; retraining passes those before its window)."""
+    ``events`` (default: ``training_events``; retraining passes those before its window),
+    with the earlier training windows of ``training.window_stride``."""
     manifest = read_manifest(features.data_dir)
     events = training_events(features, log) if events is None else events
     items = pd.read_parquet(features.data_dir / "items.parquet")
     return sequences.build(open_store(features), events, manifest, features.history_length, log,
-                           items=items)
+                           items=items, stride=training.window_stride)
 
 
 def model_config(training: TrainingConfig, features: FeatureConfig, data: SequenceData,

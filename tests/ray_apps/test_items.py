@@ -39,7 +39,7 @@ def trained(served, app_args, ml100k_workspace, dataset_end):
     quiet = lambda _: None  # noqa: E731
     cfg = PlatformConfig.load("configs/tiny.yaml",
                               {"features.repo_path": str(ml100k_workspace.repo_path)})
-    data = prepare_data(cfg.features, log=quiet)
+    data = prepare_data(cfg.features, cfg.training, log=quiet)
     tag = package_model(cfg, train(cfg, data, new_run_id(), quiet), data, {}, quiet,
                         pd.Timestamp(dataset_end, unit="s", tz="UTC"))
     serving = app_args.serving.model_copy(update={"model_tag": tag})

@@ -8,8 +8,10 @@ import signal
 
 import pytest
 from ray import serve
+from ray.experimental import internal_kv
 
-from ray_apps.app import deploy
+from ray_apps import pins
+from ray_apps.app import apply, deploy, serve_config
 from ray_apps.rollout import (
     RolloutFailed,
     RolloutRefused,
@@ -52,15 +54,19 @@ def test_champion_is_pinned_and_a_restarted_replica_keeps_its_version(versions, 
     assert served_tag(deployed_config(), "irec") == first  # concrete, not "champion"
 
     assert package.promote(second, force=True).promoted  # a nightly promote moves the tag
+    assert _kill_retrieval_and_ask(served) == first  # it did not follow the champion
+
+
+def _kill_retrieval_and_ask(served) -> str:
+    """SIGKILL every Retrieval replica; the model tag of the first answer after the restart."""
     old = replica_pids("irec", "Retrieval")
     for pid in old:
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: set(replica_pids("irec", "Retrieval")) - set(old)
                and serve.status().applications["irec"].status == "RUNNING", 180,
                "a new Retrieval replica")
-    answer = wait_until(lambda: served.client().recommend(RecommendRequest(user_id=42, n=3)),
-                        120, "an answer from the restarted replica", ignore=(Exception,))
-    assert answer.model == first  # the restarted replica did not follow the champion
+    return wait_until(lambda: served.client().recommend(RecommendRequest(user_id=42, n=3)),
+                      120, "an answer from the restarted replica", ignore=(Exception,)).model
 
 
 def test_a_broken_target_is_refused_before_the_app_is_touched(versions, untrained):
@@ -101,3 +107,24 @@ def test_rollout_and_undo_under_a_stream_of_requests_lose_none(versions, served)
     assert second in seen and seen[-1] == first
     assert served_tag(deployed_config(), "irec") == first
     assert undo().current == second  # the undo was itself a rollout: undo goes forward again
+
+
+def test_a_config_naming_champion_is_pinned_by_the_replicas(versions, served, app_args):
+    """What KubeRay applies from the chart's default values: ``model_tag: champion`` in the
+    stages' user_config, not resolved by ``deploy``."""
+    first, second = versions
+    assert package.promote(first, force=True).promoted
+    on = {tag: app_args.model_copy(update={"serving": app_args.serving.model_copy(
+        update={"model_tag": tag})}) for tag in ("champion", first)}
+    apply(serve_config({"irec": on["champion"]}))
+    assert served_tag(deployed_config(), "irec") == "champion"
+    assert served.client().recommend(RecommendRequest(user_id=42, n=3)).model == first
+    assert internal_kv._internal_kv_get("irec/champion", namespace=pins.NAMESPACE) == \
+        first.encode()
+
+    assert package.promote(second, force=True).promoted
+    assert _kill_retrieval_and_ask(served) == first  # the pin, not the new champion
+
+    # a rollout to a concrete tag clears the pin: naming champion again resolves afresh
+    apply(serve_config({"irec": on[first]}))
+    assert internal_kv._internal_kv_get("irec/champion", namespace=pins.NAMESPACE) is None

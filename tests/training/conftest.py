@@ -14,7 +14,7 @@ from training.train import fit, model_config, prepare_data
 def tiny(ml100k_workspace) -> tuple[PlatformConfig, SequenceData]:
     cfg = PlatformConfig.load("configs/tiny.yaml",
                               {"features.repo_path": str(ml100k_workspace.repo_path)})
-    return cfg, prepare_data(cfg.features, log=lambda _: None)
+    return cfg, prepare_data(cfg.features, cfg.training, log=lambda _: None)
 
 
 def resolved(cfg: PlatformConfig, data: SequenceData, log=lambda _: None) -> InterestModelConfig:

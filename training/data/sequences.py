@@ -3,10 +3,15 @@
 Per user, by time (stable input order within a second): the last event is the test target,
 the one before it the validation target. Feast returns, point-in-time correct, the
 ``user_history`` lists as of just before each target (``event_ts - 1 µs``): the validation
-history doubles as the training sequence (trained causally, every position predicting the
-next), the test history is its input at test time. Item genres and pretrained-LM text
-embeddings come from the item views; the item texts themselves (for the LM modes that train
-the LM) from the items table, through the same ``item_text`` the embeddings were built from.
+history is the last training sequence (trained causally, every position predicting the
+next), the test history is its input at test time. A history is at most ``max_len`` events,
+so a longer one also trains through earlier windows (``stride``): the histories as of just
+before every ``stride``-th event going back from the validation target, each from Feast in
+the same way. With ``stride < max_len`` every event but each user's first is a target of
+some window, with at least ``max_len - stride`` events of context where the user has them.
+Item genres and pretrained-LM text embeddings come from the item views; the item texts
+themselves (for the LM modes that train the LM) from the items table, through the same
+``item_text`` the embeddings were built from.
 Events sharing the target's second are never in its history: at time t only what happened
 strictly before t is known.
 """
@@ -46,7 +51,7 @@ class Split:
 class SequenceData:
     num_items: int
     max_len: int
-    train: Split  # the validation histories, trained causally
+    train: Split  # the validation histories, then the earlier windows; trained causally
     valid: Split
     test: Split
     seen_users: np.ndarray  # (S,) row index into the splits' users
@@ -95,9 +100,29 @@ def split_of(users: np.ndarray, hist: pd.DataFrame, targets: pd.DataFrame,
     )
 
 
+def concat(*splits: Split) -> Split:
+    """The rows of ``splits`` in order."""
+    return Split(**{name: np.concatenate([getattr(s, name) for s in splits])
+                    for name in Split.__dataclass_fields__})
+
+
+def window_ends(events: pd.DataFrame, stride: int) -> pd.DataFrame:
+    """The events (by user and time) before which the earlier training windows end: every
+    ``stride``-th event back from each user's validation target, excluding it, while at
+    least two events precede it (a window needs one target). None when ``stride`` is 0."""
+    if stride == 0:
+        return events.iloc[:0]
+    position = events.groupby("user_id").cumcount()
+    back = events.groupby("user_id").user_id.transform("size") - 2 - position
+    ends = events[(back > 0) & (back % stride == 0) & (position >= 2)]
+    return ends.drop_duplicates(["user_id", "event_timestamp"])
+
+
 def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: int,
-          log: Callable[[str], None] = print, items: pd.DataFrame | None = None) -> SequenceData:
-    """``items`` (the ingested items table) adds ``item_texts``; None leaves them out."""
+          log: Callable[[str], None] = print, items: pd.DataFrame | None = None, *,
+          stride: int) -> SequenceData:
+    """``items`` (the ingested items table) adds ``item_texts``; None leaves them out.
+    ``stride`` > 0 adds the earlier training windows (module docstring)."""
     ev = events.sort_values(["user_id", "event_timestamp"], kind="stable")
     counts = ev.groupby("user_id").size()
     keep = counts.index[counts >= 3]
@@ -125,10 +150,22 @@ def build(store: FeatureStore, events: pd.DataFrame, manifest: dict, max_len: in
     seen = ev[~ev.index.isin(last_two.groupby("user_id").tail(1).index)]
     genres, texts, names = _item_features(store, manifest)
     num_items = manifest["counts"]["items"]
+    train = valid
+    ends = window_ends(ev, stride)
+    if len(ends):
+        hist = training_set(store, pd.DataFrame({
+            "user_id": ends.user_id.to_numpy(),
+            "event_timestamp": (ends.event_timestamp - EPSILON).to_numpy()}), HISTORY)
+        earlier = split_of(ends.user_id.to_numpy(np.int64), hist, ends, max_len)
+        trainable = (earlier.items > 0).sum(1) >= 2  # events in the same second are not before
+        train = concat(valid, Split(**{name: value[trainable]
+                                       for name, value in earlier.__dict__.items()}))
+    targets = int(((train.items[:, 1:] > 0) & (train.items[:, :-1] > 0)).sum())
     log(f"data: {n:,} users, {num_items:,} items, max_len {max_len}, "
-        f"{int((valid.items > 0).sum()):,} training events")
+        f"{len(train.users):,} training windows (stride {stride or 'none'}), "
+        f"{targets:,} training targets")
     return SequenceData(
-        num_items=num_items, max_len=max_len, train=valid, valid=valid, test=test,
+        num_items=num_items, max_len=max_len, train=train, valid=valid, test=test,
         seen_users=row_of.loc[seen.user_id].to_numpy(np.int64),
         seen_items=seen.item_id.to_numpy(np.int64),
         seen_ratings=seen.rating.to_numpy(np.float32),
