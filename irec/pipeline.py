@@ -41,7 +41,7 @@ from training.baselines.mf import evaluate_biased_mf, evaluate_bpr
 from training.baselines.popularity import evaluate_popularity
 from training.data.sequences import SequenceData
 from training.data.window import Window, bounds, build_window
-from training.eval.evaluate import evaluate_model
+from training.eval.evaluate import cold_targets, evaluate_model
 from training.eval.window import evaluate_window, popularity_on_window
 from training.models.interest import InterestTransformer
 from training.train import (
@@ -166,6 +166,8 @@ def run(cfg: PlatformConfig, log: Log = print, margin: float = 0.0,
     tag = package_model(cfg, trained, data, test, log, events.event_timestamp.max())
     verdict = promote(tag, margin, log)
     summary = {"model": tag, "run": run_id, "champion": verdict.promoted, "test": table,
+               "test_targets": len(data.test.users),
+               "cold_targets": int(cold_targets(data, data.test).sum()),
                "validation": trained.validation,
                "seconds": round(time.perf_counter() - started, 1)}
     out = write_report(cfg, summary, trained, run_id, log)
@@ -254,6 +256,8 @@ def retrain(cfg: PlatformConfig, log: Log = print, margin: float = 0.0, verbose:
                  **({f"champion {champion_tag}": champion_scores} if champion_scores else {}),
                  "popularity": popularity_on_window(before, window)}
     summary = {"model": tag, "run": run_id, "champion": verdict.promoted, "test": table,
+               "test_targets": len(data.test.users),
+               "cold_targets": int(cold_targets(data, data.test).sum()),
                "validation": trained.validation,
                "window": {"start": str(start), "end": str(end), "targets": len(window),
                           "cold_left_out": window.cold, "table": on_window},

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from training.eval.evaluate import COLD_EVENTS
+
 SCORE = "val_ndcg@10"
-COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "rmse", "mae", "like_auc",
-           "intent_acc", "intent_macro_f1")
+COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "cold_hr@10", "cold_ndcg@10", "rmse",
+           "mae", "like_auc", "intent_acc", "intent_macro_f1")
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
@@ -45,6 +47,10 @@ def write(out: Path, report: dict, epochs: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     text = markdown_table(report["test"])
+    if "cold_targets" in report:
+        text += (f"\nThe cold columns score the {report['cold_targets']:,} of "
+                 f"{report['test_targets']:,} test targets whose item has fewer than "
+                 f"{COLD_EVENTS} earlier events.\n")
     if "window" in report:
         w, gate = report["window"], report["gate"]
         text += (f"\n## Held-out window {w['start']} .. {w['end']}: {w['targets']:,} next "

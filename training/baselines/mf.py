@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data.sequences import SequenceData
-from training.eval.evaluate import rank_split
-from training.eval.metrics import ranking_metrics, rating_metrics
+from training.eval.evaluate import split_metrics
+from training.eval.metrics import rating_metrics
 
 
 class BPRMF(nn.Module):
@@ -54,8 +54,7 @@ def evaluate_bpr(data: SequenceData, dim: int = 64, epochs: int = 30, lr: float 
     model = fit_bpr(data.seen_users, data.seen_items, len(data.test.users), data.num_items,
                     dim=dim, epochs=epochs, lr=lr, reg=reg, batch=batch, seed=seed)
     with torch.no_grad():
-        ranks = rank_split(lambda rows: model.scores(torch.from_numpy(rows)), data, data.test)
-    return ranking_metrics(ranks)
+        return split_metrics(lambda rows: model.scores(torch.from_numpy(rows)), data, data.test)
 
 
 def fit_bpr(user_rows: np.ndarray, item_ids: np.ndarray, num_users: int, num_items: int,

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from training.data.sequences import SequenceData
-from training.eval.evaluate import rank_split
-from training.eval.metrics import ranking_metrics
+from training.eval.evaluate import split_metrics
 
 
 def popularity_scores(data: SequenceData) -> torch.Tensor:
@@ -19,5 +18,4 @@ def popularity_scores(data: SequenceData) -> torch.Tensor:
 def evaluate_popularity(data: SequenceData, split_name: str = "test") -> dict[str, float]:
     scores = popularity_scores(data)
     split = getattr(data, split_name)
-    ranks = rank_split(lambda rows: scores.expand(len(rows), -1), data, split)
-    return ranking_metrics(ranks)
+    return split_metrics(lambda rows: scores.expand(len(rows), -1), data, split)

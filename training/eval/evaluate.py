@@ -17,6 +17,8 @@ from training.eval.metrics import (
 )
 from training.models.interest import InterestTransformer
 
+COLD_EVENTS = 5
+
 
 def seen_mask(num_items: int, seen_rows: np.ndarray, seen_items: np.ndarray, total: int,
               rows: np.ndarray) -> torch.Tensor:
@@ -36,6 +38,26 @@ def rank_split(score: Callable[[np.ndarray], torch.Tensor], data: SequenceData, 
     the user did before the test target is excluded (validation ranks exclude the same)."""
     return rank_targets(score, split.target_item, data.num_items, data.seen_users,
                         data.seen_items, batch)
+
+
+def cold_targets(data: SequenceData, split: Split) -> np.ndarray:
+    """(U,) bool: the targets whose item has fewer than ``COLD_EVENTS`` events before the test
+    targets (where item text should matter most)."""
+    counts = np.bincount(data.seen_items, minlength=data.num_items + 1)
+    return counts[split.target_item] < COLD_EVENTS
+
+
+def split_metrics(score: Callable[[np.ndarray], torch.Tensor], data: SequenceData,
+                  split: Split) -> dict[str, float]:
+    """``ranking_metrics`` of ``score`` on ``split`` (``rank_split``), plus HR@10 and NDCG@10
+    over its cold targets (``cold_targets``) as ``cold_hr@10`` and ``cold_ndcg@10``."""
+    ranks = rank_split(score, data, split)
+    out = ranking_metrics(ranks)
+    cold = cold_targets(data, split)
+    if cold.any():
+        cold_metrics = ranking_metrics(ranks[cold], ks=(10,))
+        out.update({f"cold_{k}": cold_metrics[k] for k in ("hr@10", "ndcg@10")})
+    return out
 
 
 def rank_targets(score: Callable[[np.ndarray], torch.Tensor], targets: np.ndarray,
@@ -68,8 +90,7 @@ def evaluate_model(model: InterestTransformer, data: SequenceData, split_name: s
     every = np.arange(len(split.users))
     states = torch.cat([model.user_state(*_tensors(split, every[s:s + batch], device))
                         for s in range(0, len(every), batch)])  # (U, D)
-    out = ranking_metrics(rank_split(lambda rows: model.score_items(states[rows]).cpu(),
-                                     data, split))
+    out = split_metrics(lambda rows: model.score_items(states[rows]).cpu(), data, split)
     cfg = model.cfg
     v = model.item_vectors(torch.from_numpy(split.target_item).to(device))  # (U, D)
     rated = ~np.isnan(split.target_rating)
