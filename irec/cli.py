@@ -202,6 +202,34 @@ def train(
 
 
 @app.command()
+def tune(
+    config: ConfigOpt = Path("configs/tiny.yaml"), repo_path: RepoOpt = None,
+    trials: Annotated[int | None, typer.Option(help="Trials to run (training.tune.trials).")]
+    = None,
+    time_budget: Annotated[float | None, typer.Option(
+        help="Seconds after which no trial starts (training.tune.time_budget_s).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs per trial.")] = None,
+    storage_path: Annotated[str | None, typer.Option(help="Searches and their trials.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue this search (its id) instead of a new one.")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Search training.tune.space with Ray Tune (ASHA on validation NDCG@10); write the best
+    settings as a preset, with a trials table and plot."""
+    from irec.tuning import run as run_search
+
+    cfg = load_config(config, **{"features.repo_path": repo_path,
+                                 "training.storage_path": storage_path,
+                                 "training.epochs": epochs, "training.tune.trials": trials,
+                                 "training.tune.time_budget_s": time_budget})
+    with session("tune", verbose) as console:
+        try:
+            run_search(config, cfg, log=console.echo, resume=resume, verbose=verbose)
+        except FileNotFoundError as exc:
+            fail(str(exc))
+
+
+@app.command()
 def promote(
     tag: Annotated[str, typer.Argument(help="Model tag, e.g. interest:abc123.")],
     margin: Annotated[float, typer.Option(help="NDCG@10 gain needed over the champion.")] = 0.0,

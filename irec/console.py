@@ -166,14 +166,17 @@ def _redirected(log: IO[str]) -> Iterator[None]:
             os.close(copy)
 
 
-def init_ray(verbose: bool) -> None:
+def init_ray(verbose: bool, dashboard: bool = False) -> None:
     """Start Ray on this machine, or join the job's cluster under ``ray job submit``.
 
     Workers' and actors' output (Ray Train's per-report lines, Serve's INFO lines) is
     forwarded to this process only with ``verbose``; it stays in Ray's session logs either
-    way. The dashboard is not started: nothing local uses it, and it costs a core at start.
+    way. The dashboard is started only when asked: it costs a core at start. ``irec tune``
+    asks, because Ray Train removes the workers' placement group of a trial that Tune stopped
+    only once the dashboard's state API shows the trial's controller gone (without it the
+    CPUs stay held and the next trial never starts).
     """
     import ray
 
     if not ray.is_initialized():
-        ray.init(configure_logging=False, include_dashboard=False, log_to_driver=verbose)
+        ray.init(configure_logging=False, include_dashboard=dashboard, log_to_driver=verbose)

@@ -89,10 +89,12 @@ def ml100k_workspace(tmp_path_factory, datasets) -> FeatureConfig:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster per test session, with explicit small resources."""
+    """One local Ray cluster per test session, with explicit small resources. With the
+    dashboard, as a cluster has it: Ray Train frees a trial's placement group that Ray Tune
+    stopped only through the dashboard's state API (see ``irec.console.init_ray``)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False,
              configure_logging=False)
     yield ray
     ray.shutdown()

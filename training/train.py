@@ -265,8 +265,10 @@ def run_dir(training: TrainingConfig, run_id: str) -> str:
 
 
 def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
-        log: Callable[[str], None] = print, run_id: str | None = None):
+        log: Callable[[str], None] = print, run_id: str | None = None,
+        callbacks: list | None = None):
     """Run the TorchTrainer on ``training.num_workers`` workers; returns the Ray Train result.
+    ``callbacks``: Ray Train run callbacks (a Tune trial passes ``TuneReportCallback``).
 
     The run lives in ``run_dir(training, run_id)``: ``run_id`` None is a new run (trained from
     scratch), an existing run's id continues it from its latest checkpoint.
@@ -289,7 +291,7 @@ def fit(training: TrainingConfig, mcfg: InterestModelConfig, data: SequenceData,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
             name=run_id, storage_path=folder.rsplit("/", 1)[0],
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=FailureConfig(max_failures=t.max_failures), callbacks=callbacks,
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints,
                                                checkpoint_score_attribute=SCORE,
                                                checkpoint_score_order="max"),
