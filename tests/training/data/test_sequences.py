@@ -70,6 +70,7 @@ def test_with_a_stride_below_the_length_every_event_is_trained(built):
                        frame.item_id, strict=True))
 
     valid_ts = pd.Series(windowed.valid.target_ts, index=windowed.valid.users)
+    events = events[events.user_id.isin(valid_ts.index)]  # users with 3+ events (the splits)
     known = events[events.event_timestamp.astype("int64") // 10**6
                    < valid_ts.loc[events.user_id].to_numpy()]  # what validation may see
     expected = triples(known) - triples(known.groupby("user_id").head(1))
