@@ -62,10 +62,13 @@ def run(args: argparse.Namespace, echo) -> None:
     rows = []
     runs = [(stride, seed) for stride in args.strides for seed in args.seeds]
     began = time.perf_counter()
+    prepared = {}  # stride -> data: the seeds of one stride train on the same windows
     for done, (stride, seed) in enumerate(runs):
         cfg = base.model_copy(update={"training": base.training.model_copy(update={
             "window_stride": stride, "seed": seed, "run_name": f"windows-{stride}-{seed}"})})
-        data = prepare_data(cfg.features, cfg.training, log=_quiet)
+        if stride not in prepared:
+            prepared[stride] = prepare_data(cfg.features, cfg.training, log=_quiet)
+        data = prepared[stride]
         tick = time.perf_counter()
         trained = train(cfg, data, new_run_id(), echo)
         seconds = time.perf_counter() - tick
@@ -76,14 +79,14 @@ def run(args: argparse.Namespace, echo) -> None:
         rows.append(row)
         eta = (time.perf_counter() - began) / (done + 1) * (len(runs) - done - 1)
         echo(f"windows: stride {stride} seed {seed}: {row['windows']:,} windows, "
-              f"{row['epochs']} epochs in {seconds:.0f}s, val NDCG@10 {row['val_ndcg10']:.4f}, "
-              f"test NDCG@10 {test['ndcg@10']:.4f} HR@10 {test['hr@10']:.4f} "
-              f"({done + 1}/{len(runs)}, ETA {eta:.0f}s)")
+             f"{row['epochs']} epochs in {seconds:.0f}s, val NDCG@10 {row['val_ndcg10']:.4f}, "
+             f"test NDCG@10 {test['ndcg@10']:.4f} HR@10 {test['hr@10']:.4f} "
+             f"({done + 1}/{len(runs)}, ETA {eta:.0f}s)")
 
     baseline = statistics.mean(r["ndcg@10"] for r in rows if r["stride"] == args.strides[0])
     echo(f"\n{args.config}: seeds {args.seeds}, means over seeds")
     echo("| stride | windows | epochs | train s | val NDCG@10 | test NDCG@10 | test HR@10 | "
-          "NDCG ratio |")
+         "NDCG ratio |")
     echo("|---|---|---|---|---|---|---|---|")
     for stride in args.strides:
         mine = [r for r in rows if r["stride"] == stride]
@@ -92,9 +95,9 @@ def run(args: argparse.Namespace, echo) -> None:
             return statistics.mean(r[key] for r in runs)
 
         echo(f"| {stride or 'last window only'} | {mine[0]['windows']:,} | "
-              f"{mean('epochs'):.1f} | {mean('train_s'):.0f} | {mean('val_ndcg10'):.4f} | "
-              f"{mean('ndcg@10'):.4f} | {mean('hr@10'):.4f} | "
-              f"{mean('ndcg@10') / baseline:.2f} |")
+             f"{mean('epochs'):.1f} | {mean('train_s'):.0f} | {mean('val_ndcg10'):.4f} | "
+             f"{mean('ndcg@10'):.4f} | {mean('hr@10'):.4f} | "
+             f"{mean('ndcg@10') / baseline:.2f} |")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ from irec.config import PlatformConfig
 from irec.console import init_ray
 from training.config import TrainingConfig
 from training.train import SCORE, new_run_id, prepare_data
-from training.tune import Search, search
+from training.tune import Log, Search, search
 
 
 def search_folder(training: TrainingConfig, search_id: str) -> Path:
     return Path(training.storage_path).expanduser() / f"{training.run_name}-tune" / search_id
 
 
-def run(preset: Path, cfg: PlatformConfig, log=print, resume: str | None = None,
+def run(preset: Path, cfg: PlatformConfig, log: Log = print, resume: str | None = None,
         verbose: bool = False) -> Search:
     """Prepare the data once, search, write the preset and the report; the search."""
     started = time.perf_counter()

@@ -39,8 +39,9 @@ class Dimension(StrictModel):
                     or (self.randint[0], self.randint[1] - 1))
 
 
-# Settings that change the data every trial reads (prepared once per search): not searchable.
-DATA_SETTINGS = ("window_stride", "num_workers", "use_gpu", "cpus_per_worker", "storage_path",
+# Settings fixed for a whole search, not searchable: the data every trial reads (prepared
+# once, window_stride) and the run itself (workers, folders, epochs, seed).
+FIXED_SETTINGS = ("window_stride", "num_workers", "use_gpu", "cpus_per_worker", "storage_path",
                  "run_name", "resume", "epochs", "seed")
 
 
@@ -115,7 +116,7 @@ class TrainingConfig(StrictModel):
     @model_validator(mode="after")
     def _searchable(self) -> TrainingConfig:
         for key, dimension in self.tune.space.items():
-            if key.split(".")[0] in DATA_SETTINGS + ("tune", "ablations"):
+            if key.split(".")[0] in FIXED_SETTINGS + ("tune", "ablations"):
                 raise ValueError(f"training.tune.space: {key!r} cannot be searched (it shapes "
                                  "the data or the run; set it in the preset)")
             for value in dimension.examples():

@@ -97,7 +97,9 @@ class Search:
     """The outcome: every trial's settings and best validation score, and the winner."""
 
     folder: Path
-    trials: pd.DataFrame  # one row per trial: settings, best val NDCG@10, epochs, status
+    # one row per trial: settings, best val NDCG@10, epochs, status (full: every epoch ran;
+    # stopped: by ASHA or by early stopping; error)
+    trials: pd.DataFrame
     best: dict[str, Any]  # the winning trial's settings
     best_score: float
     curves: dict[str, list[float]]  # trial id -> validation NDCG@10 per epoch

@@ -109,7 +109,7 @@ def concat(*splits: Split) -> Split:
 def window_ends(events: pd.DataFrame, stride: int) -> pd.DataFrame:
     """The events (by user and time) before which the earlier training windows end: every
     ``stride``-th event back from each user's validation target, excluding it, while at
-    least two events precede it (a window needs one target). None when ``stride`` is 0."""
+    least two events precede it (a window needs one target). Empty when ``stride`` is 0."""
     if stride == 0:
         return events.iloc[:0]
     position = events.groupby("user_id").cumcount()
